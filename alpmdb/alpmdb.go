@@ -1,0 +1,291 @@
+// Package alpmdb reads pacman's sync databases through libalpm (go-alpm) into an immutable index of what
+// each package file must be: its repository, name, version, size and sha256.
+//
+// It is the only package that talks to libalpm. libalpm handles are not goroutine-safe and go-alpm keeps
+// its callbacks in package globals, so every use of libalpm here happens under one mutex, on a handle that
+// lives only for one Load. libalpm never takes pacman's lock for reading sync databases, and nothing here
+// writes to them.
+package alpmdb
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	alpm "github.com/Jguer/go-alpm/v2"
+)
+
+// Entry is what a sync database says about one package file.
+type Entry struct {
+	Repo     string
+	Name     string
+	Version  string
+	Arch     string
+	FileName string
+	Size     int64    // compressed size (%CSIZE%): the size of the file in the cache
+	SHA256   [32]byte // %SHA256SUM%
+	PGPSig   string   // %PGPSIG%, base64, empty when the db carries none
+}
+
+// Signature returns the detached signature the db carries for the package, or nil.
+func (e Entry) Signature() []byte {
+	if e.PGPSig == "" {
+		return nil
+	}
+	b, err := base64.StdEncoding.DecodeString(e.PGPSig)
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
+// DB reports how one sync database loaded.
+type DB struct {
+	Repo     string
+	Path     string
+	Packages int
+	Err      error // nil when it loaded; a *DBError otherwise
+}
+
+// DBError says why a sync database could not be used.
+type DBError struct {
+	Repo   string
+	Path   string
+	Reason string
+}
+
+func (e *DBError) Error() string {
+	return fmt.Sprintf("sync db %s (%s): %s", e.Repo, e.Path, e.Reason)
+}
+
+// ErrNoDB is returned by Load when not a single sync database could be read.
+var ErrNoDB = errors.New("no readable sync database")
+
+// Index maps package file names to their sync-db entries. It is immutable once loaded.
+type Index struct {
+	byFile   map[string]Entry
+	dbs      []DB
+	loadedAt time.Time
+}
+
+// Lookup returns the entry for a package file name, from the first repository (in pacman.conf order)
+// that lists it.
+func (ix *Index) Lookup(fileName string) (Entry, bool) {
+	e, ok := ix.byFile[fileName]
+	return e, ok
+}
+
+// Len is the number of distinct package files indexed.
+func (ix *Index) Len() int { return len(ix.byFile) }
+
+// DBs reports each sync database, in pacman.conf order.
+func (ix *Index) DBs() []DB { return ix.dbs }
+
+// Problems returns the errors of the databases that did not load.
+func (ix *Index) Problems() []error {
+	var errs []error
+	for _, d := range ix.dbs {
+		if d.Err != nil {
+			errs = append(errs, d.Err)
+		}
+	}
+	return errs
+}
+
+// NewIndex builds an index from entries, for tests and tools that already have them.
+func NewIndex(entries []Entry) *Index {
+	ix := &Index{byFile: make(map[string]Entry, len(entries)), loadedAt: time.Now()}
+	for _, e := range entries {
+		if _, dup := ix.byFile[e.FileName]; !dup {
+			ix.byFile[e.FileName] = e
+		}
+	}
+	return ix
+}
+
+// alpmMu serialises all use of libalpm: see the package comment.
+var alpmMu sync.Mutex
+
+// Load reads every sync database cfg names. A database that is missing, empty, not an archive or
+// unreadable is reported in the index's DBs with the reason, and the others still load. Load fails only
+// when the context is done or no database could be read at all (ErrNoDB).
+func Load(ctx context.Context, cfg *Config) (*Index, error) {
+	alpmMu.Lock()
+	defer alpmMu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+
+	h, err := alpm.Initialize(cfg.RootDir, cfg.DBPath)
+	if err != nil {
+		return nil, fmt.Errorf("libalpm init (root %s, dbpath %s): %w", cfg.RootDir, cfg.DBPath, err)
+	}
+	defer h.Release()
+
+	// libalpm reports why a db could not be read only through its log callback.
+	// The callback must be a top-level func: go-alpm hands a pointer to it to C, and a closure would
+	// carry Go pointers there (cgocheck rejects that). Its state travels in go-alpm's context instead.
+	var logged []string
+	h.SetLogCallback(collectLog, &logged)
+
+	ix := &Index{byFile: make(map[string]Entry), loadedAt: time.Now()}
+	loaded := 0
+	for _, r := range cfg.Repos {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		d := DB{Repo: r.Name, Path: cfg.SyncDBPath(r.Name)}
+		logged = logged[:0]
+		d.Packages, d.Err = loadDB(h, ix, d, &logged)
+		if d.Err == nil {
+			loaded++
+		}
+		ix.dbs = append(ix.dbs, d)
+	}
+	if loaded == 0 {
+		if len(cfg.Repos) == 0 {
+			return ix, fmt.Errorf("%w: %s names no repositories", ErrNoDB, cfg.Path)
+		}
+		return ix, fmt.Errorf("%w: %w", ErrNoDB, errors.Join(ix.Problems()...))
+	}
+	return ix, nil
+}
+
+// A db that yields no package but is larger than an archive of zero entries is damaged in a way libalpm
+// did not log. Compressed empty archives are a few dozen bytes (a one-package db is over 300); an
+// uncompressed tar of zero entries is its 10 KiB of end-of-archive padding.
+const (
+	emptyCompressedMax = 128
+	emptyTarMax        = 10240
+)
+
+func loadDB(h *alpm.Handle, ix *Index, d DB, logged *[]string) (int, error) {
+	fail := func(format string, args ...any) (int, error) {
+		return 0, &DBError{Repo: d.Repo, Path: d.Path, Reason: fmt.Sprintf(format, args...)}
+	}
+	emptyMax, err := checkArchive(d.Path)
+	if err != nil {
+		return fail("%s", err)
+	}
+	db, err := h.RegisterSyncDB(d.Repo, 0)
+	if err != nil {
+		return fail("libalpm cannot register it: %s", err)
+	}
+	// Unregister keeps the handle's memory bounded by one db at a time, not all of them.
+	defer db.(*alpm.DB).Unregister()
+
+	n := 0
+	_ = db.PkgCache().ForEach(func(p alpm.IPackage) error {
+		n++
+		e := Entry{
+			Repo:     d.Repo,
+			Name:     p.Name(),
+			Version:  p.Version(),
+			Arch:     p.Architecture(),
+			FileName: p.FileName(),
+			Size:     p.Size(),
+			PGPSig:   p.Base64Signature(),
+		}
+		sum, err := hex.DecodeString(p.SHA256Sum())
+		if err != nil || len(sum) != len(e.SHA256) || e.FileName == "" {
+			// Without a checksum nothing can be verified against this entry: leave it out.
+			return nil
+		}
+		copy(e.SHA256[:], sum)
+		if _, dup := ix.byFile[e.FileName]; !dup {
+			ix.byFile[e.FileName] = e
+		}
+		return nil
+	})
+	if len(*logged) > 0 && (n == 0 || anyError(*logged)) {
+		return fail("unreadable: %s", strings.Join(*logged, "; "))
+	}
+	if n == 0 && emptyMax < 0 {
+		return fail("no package could be read: truncated or corrupt")
+	}
+	return n, nil
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func collectLog(ctx interface{}, lvl alpm.LogLevel, msg string) {
+	if lvl&(alpm.LogError|alpm.LogWarning) != 0 {
+		p := ctx.(*[]string)
+		*p = append(*p, strings.TrimSpace(msg))
+	}
+}
+
+func anyError(msgs []string) bool {
+	for _, m := range msgs {
+		if strings.Contains(m, "could not") || strings.Contains(m, "error") {
+			return true
+		}
+	}
+	return false
+}
+
+// archiveMagic lists the formats libalpm reads sync dbs in (repo-add writes gzip by default, and
+// zstd, xz, bzip2, lz4, lzip, compress or none on request).
+var archiveMagic = [][]byte{
+	{0x1f, 0x8b},                  // gzip
+	{0x28, 0xb5, 0x2f, 0xfd},      // zstd
+	{0xfd, '7', 'z', 'X', 'Z', 0}, // xz
+	{'B', 'Z', 'h'},               // bzip2
+	{0x04, 0x22, 0x4d, 0x18},      // lz4
+	{'L', 'Z', 'I', 'P'},          // lzip
+	{0x1f, 0x9d},                  // compress
+}
+
+// checkArchive rejects what libalpm would silently read as an empty db: a missing file, an empty one,
+// or one that is not an archive. It returns how many bytes an archive of zero entries could have left
+// over: negative when the file is too large to be empty.
+func checkArchive(path string) (int64, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, errors.New("missing (has pacman -Sy run?)")
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	if !fi.Mode().IsRegular() {
+		return 0, fmt.Errorf("not a regular file (%s)", fi.Mode().Type())
+	}
+	if fi.Size() == 0 {
+		return 0, errors.New("empty file")
+	}
+	head := make([]byte, 512)
+	n, err := io.ReadFull(f, head)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return 0, err
+	}
+	head = head[:n]
+	for _, m := range archiveMagic {
+		if bytes.HasPrefix(head, m) {
+			return emptyCompressedMax - fi.Size(), nil
+		}
+	}
+	if n >= 262 && bytes.Equal(head[257:262], []byte("ustar")) || n == 512 && allZero(head) {
+		return emptyTarMax - fi.Size(), nil
+	}
+	return 0, errors.New("not an archive")
+}

@@ -1,0 +1,143 @@
+package alpmtest
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// Sandbox is a pacman root under t.TempDir() with its own pacman.conf, so
+// real pacman can sync, download and install without touching the host.
+type Sandbox struct {
+	Root     string // the install root
+	DBPath   string // Root/var/lib/pacman/
+	CacheDir string // Root/var/cache/pacman/pkg/
+	HookDir  string // Root/etc/pacman.d/hooks/
+	LogFile  string // Root/var/log/pacman.log
+	GPGDir   string // Root/etc/pacman.d/gnupg/
+	Conf     string // Root/etc/pacman.conf
+	Repos    []*Repo
+	// Servers overrides the Server lines of a repo's section, by repo name
+	// (e.g. to point pacman at a gateway); repos without an entry are served
+	// from file://<repo.Dir>. Call WriteConf after changing it.
+	Servers map[string][]string
+	// Options are extra lines for [options], e.g. "XferCommand = ...".
+	// Call WriteConf after changing it.
+	Options []string
+}
+
+// NewSandbox makes the sandbox's directories and writes Conf with one
+// section per repo, in order.
+func NewSandbox(t testing.TB, repos ...*Repo) *Sandbox {
+	t.Helper()
+	root := t.TempDir()
+	s := &Sandbox{
+		Root:     root,
+		DBPath:   filepath.Join(root, "var", "lib", "pacman") + "/",
+		CacheDir: filepath.Join(root, "var", "cache", "pacman", "pkg") + "/",
+		HookDir:  filepath.Join(root, "etc", "pacman.d", "hooks") + "/",
+		LogFile:  filepath.Join(root, "var", "log", "pacman.log"),
+		GPGDir:   filepath.Join(root, "etc", "pacman.d", "gnupg") + "/",
+		Conf:     filepath.Join(root, "etc", "pacman.conf"),
+		Repos:    repos,
+		Servers:  map[string][]string{},
+	}
+	for _, dir := range []string{
+		filepath.Join(s.DBPath, "sync"),
+		s.CacheDir,
+		s.HookDir,
+		filepath.Dir(s.LogFile),
+	} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatalf("alpmtest: %v", err)
+		}
+	}
+	// gpg insists its home is private.
+	if err := os.MkdirAll(s.GPGDir, 0o700); err != nil {
+		t.Fatalf("alpmtest: %v", err)
+	}
+	s.WriteConf(t)
+	return s
+}
+
+// ConfText is the pacman.conf WriteConf writes.
+func (s *Sandbox) ConfText() string {
+	var b strings.Builder
+	b.WriteString("# pacman.conf of an alpmtest sandbox\n[options]\n")
+	for _, kv := range [][2]string{
+		{"RootDir", s.Root},
+		{"DBPath", s.DBPath},
+		{"CacheDir", s.CacheDir},
+		{"HookDir", s.HookDir},
+		{"LogFile", s.LogFile},
+		{"GPGDir", s.GPGDir},
+		{"Architecture", DefaultArch},
+		// Test packages and databases are unsigned (or carry made-up signatures).
+		{"SigLevel", "Never"},
+	} {
+		fmt.Fprintf(&b, "%s = %s\n", kv[0], kv[1])
+	}
+	for _, line := range s.Options {
+		b.WriteString(line + "\n")
+	}
+	for _, r := range s.Repos {
+		fmt.Fprintf(&b, "\n[%s]\n", r.Name)
+		servers, ok := s.Servers[r.Name]
+		if !ok {
+			servers = []string{"file://" + r.Dir}
+		}
+		for _, server := range servers {
+			fmt.Fprintf(&b, "Server = %s\n", server)
+		}
+	}
+	return b.String()
+}
+
+// WriteConf (re)writes Conf from the sandbox's fields.
+func (s *Sandbox) WriteConf(t testing.TB) {
+	t.Helper()
+	if err := os.WriteFile(s.Conf, []byte(s.ConfText()), 0o644); err != nil {
+		t.Fatalf("alpmtest: writing %s: %v", s.Conf, err)
+	}
+}
+
+// PacmanArgs is the command line Pacman runs, minus "pacman".
+func (s *Sandbox) PacmanArgs(args ...string) []string {
+	return append([]string{
+		"--config", s.Conf,
+		"--root", s.Root,
+		"--dbpath", s.DBPath,
+		"--cachedir", s.CacheDir,
+		"--hookdir", s.HookDir,
+		"--noconfirm",
+	}, args...)
+}
+
+// Pacman runs real pacman on the sandbox with args, fails the test with the
+// combined output if pacman fails, and returns the combined output.
+func (s *Sandbox) Pacman(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := s.PacmanErr(args...)
+	if err != nil {
+		t.Fatalf("alpmtest: %v", err)
+	}
+	return out
+}
+
+// PacmanErr is Pacman for tests that expect pacman to fail: it returns the
+// combined output and pacman's error instead of failing the test.
+func (s *Sandbox) PacmanErr(args ...string) (string, error) {
+	return run(s.Root, "pacman", s.PacmanArgs(args...)...)
+}
+
+// SyncDBPath is where pacman keeps repo name's database after -Sy.
+func (s *Sandbox) SyncDBPath(name string) string {
+	return filepath.Join(s.DBPath, "sync", name+".db")
+}
+
+// Path is rel (e.g. a Pkg.PayloadPath) inside the sandbox's root.
+func (s *Sandbox) Path(rel string) string {
+	return filepath.Join(s.Root, rel)
+}

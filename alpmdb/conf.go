@@ -1,0 +1,218 @@
+package alpmdb
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+)
+
+// Defaults pacman uses when pacman.conf says nothing (pacman's ./configure defaults on Arch and Debian).
+const (
+	DefaultConfigPath = "/etc/pacman.conf"
+	defaultRootDir    = "/"
+	defaultDBPath     = "/var/lib/pacman/"
+	defaultCacheDir   = "/var/cache/pacman/pkg/"
+)
+
+// maxIncludeDepth bounds Include chains so a file that includes itself is an error, not a hang.
+const maxIncludeDepth = 10
+
+// Config is the part of pacman's configuration pacman-ipfs needs.
+type Config struct {
+	Path          string   // the pacman.conf it was read from
+	RootDir       string   // RootDir, "/" unless set
+	DBPath        string   // DBPath, ending in "/"
+	CacheDirs     []string // every CacheDir, in order
+	Architectures []string // Architecture, "auto" resolved to the machine's
+	Repos         []Repo   // sync repositories in the order pacman uses them
+}
+
+// Repo is one [section] of pacman.conf other than [options].
+type Repo struct {
+	Name    string
+	Servers []string // Server lines as written, $repo and $arch unexpanded
+}
+
+// SyncDBPath is where pacman keeps the sync database of repo.
+func (c *Config) SyncDBPath(repo string) string {
+	return filepath.Join(c.DBPath, "sync", repo+".db")
+}
+
+// ReadConfig reads pacman.conf at path, following Include lines as pacman does.
+func ReadConfig(path string) (*Config, error) {
+	p := confParser{cfg: &Config{Path: path}}
+	if err := p.file(path, 0); err != nil {
+		return nil, err
+	}
+	return p.finish()
+}
+
+// ParseConfig parses pacman.conf text; Include lines are read from the file system.
+func ParseConfig(name string, r io.Reader) (*Config, error) {
+	p := confParser{cfg: &Config{Path: name}}
+	if err := p.parse(name, r, 0); err != nil {
+		return nil, err
+	}
+	return p.finish()
+}
+
+type confParser struct {
+	cfg     *Config
+	section string
+	rootSet bool
+	dbSet   bool
+}
+
+func (p *confParser) file(path string, depth int) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("pacman config: %w", err)
+	}
+	defer f.Close()
+	return p.parse(path, f, depth)
+}
+
+func (p *confParser) parse(name string, r io.Reader, depth int) error {
+	if depth > maxIncludeDepth {
+		return fmt.Errorf("pacman config %s: Include nested more than %d deep", name, maxIncludeDepth)
+	}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 4096), 1<<20)
+	for n := 1; sc.Scan(); n++ {
+		line := sc.Text()
+		if i := strings.IndexByte(line, '#'); i >= 0 {
+			line = line[:i]
+		}
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		if strings.HasPrefix(line, "[") {
+			if !strings.HasSuffix(line, "]") || len(line) < 3 {
+				return fmt.Errorf("pacman config %s:%d: bad section header %q", name, n, line)
+			}
+			p.section = line[1 : len(line)-1]
+			if p.section != "options" {
+				p.repo() // a repo exists even with no Server line, as in pacman
+			}
+			continue
+		}
+		key, value, _ := strings.Cut(line, "=")
+		key, value = strings.TrimSpace(key), strings.TrimSpace(value)
+		if p.section == "" {
+			return fmt.Errorf("pacman config %s:%d: %q outside any section", name, n, key)
+		}
+		if key == "Include" {
+			if err := p.include(name, n, value, depth); err != nil {
+				return err
+			}
+			continue
+		}
+		if p.section == "options" {
+			p.option(key, value)
+			continue
+		}
+		if key == "Server" && value != "" {
+			r := p.repo()
+			r.Servers = append(r.Servers, value)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("pacman config %s: %w", name, err)
+	}
+	return nil
+}
+
+func (p *confParser) include(name string, line int, pattern string, depth int) error {
+	if pattern == "" {
+		return fmt.Errorf("pacman config %s:%d: Include without a path", name, line)
+	}
+	matches, err := filepath.Glob(pattern)
+	if err != nil {
+		return fmt.Errorf("pacman config %s:%d: Include %q: %w", name, line, pattern, err)
+	}
+	// pacman warns about, and skips, an Include glob that matches nothing.
+	for _, m := range matches {
+		if err := p.file(m, depth+1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *confParser) option(key, value string) {
+	switch key {
+	case "RootDir":
+		p.cfg.RootDir, p.rootSet = value, true
+	case "DBPath":
+		p.cfg.DBPath, p.dbSet = value, true
+	case "CacheDir":
+		p.cfg.CacheDirs = append(p.cfg.CacheDirs, strings.Fields(value)...)
+	case "Architecture":
+		for _, a := range strings.Fields(value) {
+			if a == "auto" {
+				a = machine()
+			}
+			p.cfg.Architectures = append(p.cfg.Architectures, a)
+		}
+	}
+}
+
+// repo returns the repo of the current section, adding it on first sight.
+func (p *confParser) repo() *Repo {
+	for i := range p.cfg.Repos {
+		if p.cfg.Repos[i].Name == p.section {
+			return &p.cfg.Repos[i]
+		}
+	}
+	p.cfg.Repos = append(p.cfg.Repos, Repo{Name: p.section})
+	return &p.cfg.Repos[len(p.cfg.Repos)-1]
+}
+
+func (p *confParser) finish() (*Config, error) {
+	c := p.cfg
+	if !p.rootSet || c.RootDir == "" {
+		c.RootDir = defaultRootDir
+	}
+	if !p.dbSet || c.DBPath == "" {
+		// pacman puts the default DBPath under a non-default RootDir.
+		c.DBPath = filepath.Join(c.RootDir, defaultDBPath)
+	}
+	if !strings.HasSuffix(c.DBPath, "/") {
+		c.DBPath += "/"
+	}
+	if len(c.CacheDirs) == 0 {
+		c.CacheDirs = []string{defaultCacheDir}
+	}
+	if len(c.Architectures) == 0 {
+		c.Architectures = []string{machine()}
+	}
+	for _, r := range c.Repos {
+		if r.Name == "local" {
+			return nil, errors.New("pacman config " + c.Path + `: "local" is reserved and cannot be a repository name`)
+		}
+	}
+	return c, nil
+}
+
+// machine is what Architecture = auto means: uname -m.
+func machine() string {
+	var u syscall.Utsname
+	if err := syscall.Uname(&u); err != nil {
+		return "unknown"
+	}
+	b := make([]byte, 0, len(u.Machine))
+	for _, c := range u.Machine {
+		if c == 0 {
+			break
+		}
+		b = append(b, byte(c))
+	}
+	return string(bytes.TrimSpace(b))
+}

@@ -1,0 +1,152 @@
+// Package memnode is an IPFS node in memory for tests: it builds real UnixFS DAGs with the seeder's
+// import parameters (so its CIDs are the ones kubo must produce) and keeps blocks and named pins in maps.
+package memnode
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+
+	chunker "github.com/ipfs/boxo/chunker"
+	"github.com/ipfs/boxo/ipld/merkledag"
+	mdtest "github.com/ipfs/boxo/ipld/merkledag/test"
+	"github.com/ipfs/boxo/ipld/unixfs/importer/balanced"
+	"github.com/ipfs/boxo/ipld/unixfs/importer/helpers"
+	"github.com/ipfs/go-cid"
+	ipld "github.com/ipfs/go-ipld-format"
+	mh "github.com/multiformats/go-multihash"
+
+	"github.com/pacman-ipfs/pacman-ipfs/seeder"
+)
+
+var _ seeder.Node = (*Node)(nil)
+
+// Node keeps blocks and pins in memory. The zero value is not usable: call New.
+type Node struct {
+	mu     sync.Mutex
+	dag    ipld.DAGService
+	pins   map[cid.Cid]string
+	blocks map[cid.Cid][]cid.Cid // the blocks of each pinned DAG, for Unpin
+	adds   int
+	// FailWith, when set, makes every call fail with it (a node that went away).
+	FailWith error
+}
+
+// New returns an empty node.
+func New() *Node {
+	return &Node{dag: mdtest.Mock(), pins: map[cid.Cid]string{}, blocks: map[cid.Cid][]cid.Cid{}}
+}
+
+// Import builds the UnixFS DAG of r with the seeder's import parameters into dag and returns its root.
+// With a nil dag it only computes the CID.
+func Import(ctx context.Context, dag ipld.DAGService, r io.Reader) (cid.Cid, error) {
+	if dag == nil {
+		dag = mdtest.Mock()
+	}
+	prefix, err := merkledag.PrefixForCidVersion(seeder.Import.CIDVersion)
+	if err != nil {
+		return cid.Undef, err
+	}
+	prefix.MhType = mh.SHA2_256
+	params := helpers.DagBuilderParams{
+		Maxlinks:   seeder.Import.MaxLinks,
+		RawLeaves:  seeder.Import.RawLeaves,
+		CidBuilder: &prefix,
+		Dagserv:    dag,
+	}
+	db, err := params.New(chunker.NewSizeSplitter(r, int64(seeder.Import.ChunkSize)))
+	if err != nil {
+		return cid.Undef, err
+	}
+	root, err := balanced.Layout(db)
+	if err != nil {
+		return cid.Undef, err
+	}
+	return root.Cid(), nil
+}
+
+// Add implements seeder.Node.
+func (n *Node) Add(ctx context.Context, f seeder.File) (cid.Cid, error) {
+	if err := n.failed(); err != nil {
+		return cid.Undef, err
+	}
+	c, err := Import(ctx, n.dag, io.LimitReader(f.Content, f.Size))
+	if err != nil {
+		return cid.Undef, fmt.Errorf("add %s: %w", f.Path, err)
+	}
+	var all []cid.Cid
+	if err := merkledag.Walk(ctx, merkledag.GetLinksWithDAG(n.dag), c, func(k cid.Cid) bool {
+		all = append(all, k)
+		return true
+	}); err != nil {
+		return cid.Undef, err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.adds++
+	if _, ok := n.pins[c]; !ok {
+		n.pins[c] = f.PinName
+	}
+	n.blocks[c] = all
+	return c, nil
+}
+
+// Pins implements seeder.Node.
+func (n *Node) Pins(ctx context.Context, prefix string) (map[cid.Cid]string, error) {
+	if err := n.failed(); err != nil {
+		return nil, err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make(map[cid.Cid]string)
+	for c, name := range n.pins {
+		if strings.HasPrefix(name, prefix) {
+			out[c] = name
+		}
+	}
+	return out, nil
+}
+
+// Unpin implements seeder.Node: the pin goes, and so do the blocks no other pin holds.
+func (n *Node) Unpin(ctx context.Context, c cid.Cid) error {
+	if err := n.failed(); err != nil {
+		return err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	delete(n.pins, c)
+	held := make(map[cid.Cid]bool)
+	for root := range n.pins {
+		for _, b := range n.blocks[root] {
+			held[b] = true
+		}
+	}
+	for _, b := range n.blocks[c] {
+		if !held[b] {
+			_ = n.dag.Remove(ctx, b)
+		}
+	}
+	delete(n.blocks, c)
+	return nil
+}
+
+// Has says whether the node holds the block c.
+func (n *Node) Has(ctx context.Context, c cid.Cid) bool {
+	_, err := n.dag.Get(ctx, c)
+	return err == nil
+}
+
+// Adds counts the calls to Add that reached the node.
+func (n *Node) Adds() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.adds
+}
+
+func (n *Node) failed() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.FailWith
+}

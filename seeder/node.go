@@ -1,0 +1,74 @@
+package seeder
+
+import (
+	"context"
+	"crypto/sha256"
+	"io"
+
+	"github.com/ipfs/go-cid"
+	mh "github.com/multiformats/go-multihash"
+)
+
+// Node is the IPFS node the seeder publishes to. seeder/kubo talks to kubo's RPC API, seeder/memnode keeps
+// everything in memory for tests, and seeder/nodetest checks that both behave alike.
+type Node interface {
+	// Add imports f.Content with the Import parameters below, whatever the node's own configuration, and
+	// pins the result recursively under f.PinName. Adding what is already pinned is not an error.
+	Add(ctx context.Context, f File) (cid.Cid, error)
+	// Pins lists the recursive pins whose name starts with prefix, with their names.
+	Pins(ctx context.Context, prefix string) (map[cid.Cid]string, error)
+	// Unpin removes the recursive pin on c, then drops the blocks of c that no other pin holds, filestore
+	// references included, so that nothing of a file that left the cache stays referenced. Unpinning
+	// what is not pinned is not an error.
+	Unpin(ctx context.Context, c cid.Cid) error
+}
+
+// File is one verified cache file on its way into the node.
+type File struct {
+	Path    string    // absolute path; with NoCopy the node references the file there instead of copying it
+	PinName string    // a name a person can read: PinPrefix + repo + "/" + file name
+	Size    int64     // exactly the number of bytes Content yields
+	Content io.Reader // read from the descriptor that was verified, never reopened by name
+	NoCopy  bool
+}
+
+// Referencer is implemented by nodes that can reference files in place (kubo's filestore) instead of
+// storing a second copy of their bytes.
+type Referencer interface {
+	// CanReference says whether files under dir can be added with NoCopy and, either way, why.
+	CanReference(ctx context.Context, dir string) (bool, string)
+}
+
+// PinPrefix starts the name of every pin the seeder owns; pins without it are never touched.
+const PinPrefix = "pacman-ipfs:"
+
+// Import holds the IPIP-499 "unixfs-v1-2025" import parameters. Every add passes all of them explicitly,
+// so that every seeder in the world derives the same CID from the same package whatever its node's
+// Import.* configuration says (kubo still defaults to CIDv0, 256 KiB chunks and 174 links per node).
+var Import = struct {
+	CIDVersion int
+	RawLeaves  bool
+	Hash       string
+	ChunkSize  int
+	Chunker    string
+	MaxLinks   int
+	Trickle    bool // false: balanced layout
+}{
+	CIDVersion: 1,
+	RawLeaves:  true,
+	Hash:       "sha2-256",
+	ChunkSize:  1 << 20,
+	Chunker:    "size-1048576",
+	MaxLinks:   1024,
+	Trickle:    false,
+}
+
+// RawCID is the CID of a package of at most Import.ChunkSize bytes with the given sha256: such a file is
+// a single raw block, so its CID follows from the sync db alone (bafkrei…).
+func RawCID(sum [sha256.Size]byte) cid.Cid {
+	h, err := mh.Encode(sum[:], mh.SHA2_256)
+	if err != nil {
+		panic(err) // sha2-256 with a 32-byte digest always encodes
+	}
+	return cid.NewCidV1(cid.Raw, h)
+}

@@ -1,0 +1,75 @@
+package seeder
+
+import (
+	"fmt"
+	"time"
+)
+
+// progress draws one self-overwriting line on a terminal during long passes. It is silent unless
+// Options.Progress is set (the CLI sets it only when stderr is a terminal) and a phase lasts a while.
+type progress struct {
+	phase            string
+	files, filesDone int
+	total, done      int64
+	start, lastDrawn time.Time
+	drawn            bool
+}
+
+const progressEvery = 250 * time.Millisecond
+
+func (s *Seeder) progressStart(phase string, files int, bytes int64) {
+	s.prog = progress{phase: phase, files: files, total: bytes, start: time.Now()}
+}
+
+func (s *Seeder) progressAdd(n int64) {
+	s.prog.done += n
+	s.progressDraw(false)
+}
+
+func (s *Seeder) progressFile() {
+	s.prog.filesDone++
+	s.progressDraw(false)
+}
+
+func (s *Seeder) progressEnd() {
+	if s.prog.drawn {
+		s.progressDraw(true)
+		fmt.Fprintln(s.opts.Progress)
+	}
+	s.prog = progress{}
+}
+
+func (s *Seeder) progressDraw(force bool) {
+	p := &s.prog
+	if s.opts.Progress == nil || p.total == 0 {
+		return
+	}
+	now := time.Now()
+	// Short phases print nothing: a progress line is for the long first seeding.
+	if !force && (now.Sub(p.lastDrawn) < progressEvery || now.Sub(p.start) < time.Second) {
+		return
+	}
+	p.lastDrawn, p.drawn = now, true
+	elapsed := now.Sub(p.start).Seconds()
+	rate := float64(p.done) / max(elapsed, 1e-3)
+	eta := "--"
+	if rate > 0 && p.done < p.total {
+		eta = time.Duration(float64(p.total-p.done) / rate * float64(time.Second)).Round(time.Second).String()
+	}
+	fmt.Fprintf(s.opts.Progress, "\r%s: %d/%d files, %s of %s, %s/s, ETA %s\x1b[K",
+		p.phase, p.filesDone, p.files, HumanBytes(p.done), HumanBytes(p.total), HumanBytes(int64(rate)), eta)
+}
+
+// HumanBytes prints a byte count in binary units.
+func HumanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

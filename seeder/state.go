@@ -1,0 +1,137 @@
+package seeder
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// stateVersion changes when the state file's meaning does; an older file is then discarded, which costs
+// one re-hash of the cache and nothing else.
+const stateVersion = 1
+
+// StateFile is the name of the seeder's state in its state directory.
+const StateFile = "state.json"
+
+// record is what the seeder remembers of one cache file between passes.
+type record struct {
+	Dev, Ino     uint64
+	Size         int64
+	Mtime, Ctime int64
+	Hashed       bool
+	SHA256       digest
+	Repo         string `json:",omitempty"` // set once the bytes matched this repo's db entry
+}
+
+// digest is a sha256 that reads as hex in the state file.
+type digest [sha256.Size]byte
+
+func (d digest) MarshalText() ([]byte, error) { return []byte(hex.EncodeToString(d[:])), nil }
+
+func (d *digest) UnmarshalText(b []byte) error {
+	if hex.DecodedLen(len(b)) != len(d) {
+		return fmt.Errorf("sha256 %q: want %d hex digits", b, 2*len(d))
+	}
+	_, err := hex.Decode(d[:], b)
+	return err
+}
+
+func (r *record) matches(s fileStat) bool {
+	return r.Dev == s.Dev && r.Ino == s.Ino && r.Size == s.Size && r.Mtime == s.Mtime && r.Ctime == s.Ctime
+}
+
+// state is the seeder's memory: hash results by file identity, and the CIDs learned for large files.
+// Losing it loses nothing but time: the next pass re-hashes and re-adds (adds of pinned content are
+// idempotent).
+type state struct {
+	Version int
+	Files   map[string]*record // by absolute path
+	CIDs    map[string]string  // sha256 (hex) to CID, for files of more than one block
+	Last    *Report            `json:",omitempty"`
+}
+
+func newState() *state {
+	return &state{Version: stateVersion, Files: map[string]*record{}, CIDs: map[string]string{}}
+}
+
+// loadState reads the state in dir. A missing, unreadable or outdated file yields an empty state and,
+// for the unreadable case, an error the caller logs: it is never a reason to stop.
+func loadState(dir string) (*state, error) {
+	path := filepath.Join(dir, StateFile)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return newState(), nil
+	}
+	if err != nil {
+		return newState(), fmt.Errorf("read state %s: %w", path, err)
+	}
+	st := newState()
+	if err := json.Unmarshal(b, st); err != nil {
+		return newState(), fmt.Errorf("state %s is damaged, starting afresh: %w", path, err)
+	}
+	if st.Version != stateVersion {
+		return newState(), nil
+	}
+	if st.Files == nil {
+		st.Files = map[string]*record{}
+	}
+	if st.CIDs == nil {
+		st.CIDs = map[string]string{}
+	}
+	return st, nil
+}
+
+// save writes the state atomically: a crash leaves the old file or the new one, never half of one.
+func (st *state) save(dir string) error {
+	b, err := json.Marshal(st)
+	if err != nil {
+		return fmt.Errorf("encode state: %w", err)
+	}
+	return writeFileAtomic(filepath.Join(dir, StateFile), b)
+}
+
+// ReadLastReport returns the report of the last pass recorded in stateDir, or nil if there is none.
+func ReadLastReport(stateDir string) (*Report, error) {
+	st, err := loadState(stateDir)
+	if err != nil {
+		return nil, err
+	}
+	return st.Last, nil
+}
+
+func writeFileAtomic(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // a no-op once renamed
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", tmp, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("sync %s: %w", tmp, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("rename %s: %w", tmp, err)
+	}
+	// The rename is durable only once the directory is synced.
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}
