@@ -62,46 +62,48 @@ func New(opts Options) *Seeder {
 
 // Report is what one pass did and found. It is kept in the state directory for `status`.
 type Report struct {
-	Started     time.Time
-	Duration    time.Duration
-	Dirs        []DirReport
-	DBs         []DBReport
-	Added       int
-	AddedBytes  int64
-	Seeded      int // already pinned before this pass
-	Unpinned    int
-	Refused     []FileNote // not publishable: normal, and said why
-	Failed      []FileNote // could not be seeded this time: the pass did not converge
-	Repos       map[string]RepoCount
-	CopiedBytes int64 // bytes of seeded files stored a second time in the node (not zero-copy)
-	HashedBytes int64 // bytes read to verify checksums in this pass
+	Started     time.Time            `json:"started"`
+	Duration    time.Duration        `json:"duration_ns"`
+	Dirs        []DirReport          `json:"cache_dirs"`
+	DBs         []DBReport           `json:"dbs"`
+	Added       int                  `json:"added"`
+	AddedBytes  int64                `json:"added_bytes"`
+	Seeded      int                  `json:"already_seeded"` // already pinned before this pass
+	Unpinned    int                  `json:"unpinned"`
+	Refused     []FileNote           `json:"refused"`      // not publishable: normal, and said why
+	Failed      []FileNote           `json:"failed"`       // could not be seeded this time: the pass did not converge
+	Repos       map[string]RepoCount `json:"repos"`        // what is seeded after the pass, per repository
+	CopiedBytes int64                `json:"copied_bytes"` // bytes of seeded files stored a second time in the node (not zero-copy)
+	HashedBytes int64                `json:"hashed_bytes"` // bytes read to verify checksums in this pass
 }
 
 // DirReport describes one CacheDir.
 type DirReport struct {
-	Dir    string
-	NoCopy bool   // files are referenced in place by the node's filestore
-	Why    string // why or why not
-	Files  int
-	Err    string `json:",omitempty"`
+	Dir    string `json:"dir"`
+	NoCopy bool   `json:"zero_copy"` // files are referenced in place by the node's filestore
+	Why    string `json:"mode"`      // why or why not
+	Files  int    `json:"entries"`
+	Err    string `json:"error,omitempty"`
 }
 
 // DBReport describes one sync db.
 type DBReport struct {
-	Repo, Path string
-	Packages   int
-	Err        string `json:",omitempty"`
+	Repo     string `json:"repo"`
+	Path     string `json:"path"`
+	Packages int    `json:"packages"`
+	Err      string `json:"error,omitempty"`
 }
 
 // FileNote names a file and what happened to it.
 type FileNote struct {
-	Path, Reason string
+	Path   string `json:"path"`
+	Reason string `json:"reason"`
 }
 
 // RepoCount is what is seeded from one repository.
 type RepoCount struct {
-	Files int
-	Bytes int64
+	Files int   `json:"files"`
+	Bytes int64 `json:"bytes"`
 }
 
 // Converged says whether every verifiable file is seeded and nothing else of ours is pinned.

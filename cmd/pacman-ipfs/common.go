@@ -1,0 +1,76 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pacman-ipfs/pacman-ipfs/alpmdb"
+)
+
+// DefaultStateDir is where the agent and `sync` keep hash results and the last report
+// (StateDirectory=pacman-ipfs under systemd).
+const DefaultStateDir = "/var/lib/pacman-ipfs"
+
+// common holds the flags every command takes.
+type common struct {
+	pacmanConf string
+	api        string
+	stateDir   string
+	verbose    bool
+}
+
+func (c *common) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.pacmanConf, "pacman-conf", alpmdb.DefaultConfigPath, "pacman configuration `file`: DBPath, CacheDir(s), repositories and Architecture come from it")
+	fs.StringVar(&c.api, "api", "", "kubo RPC `address`, a multiaddr or http URL (default: $IPFS_PATH/api, then /ip4/127.0.0.1/tcp/5001)")
+	fs.StringVar(&c.stateDir, "state-dir", envOr("PACMAN_IPFS_STATE_DIR", DefaultStateDir), "`dir`ectory for hash results and the last report ($PACMAN_IPFS_STATE_DIR)")
+	fs.BoolVar(&c.verbose, "v", false, "log every file seeded and unpinned")
+}
+
+// parse parses args into a new flag set; -h prints usage and succeeds.
+func parse(name, synopsis string, args []string, register func(*flag.FlagSet)) error {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: pacman-ipfs %s [flags]\n\n%s\n\nflags:\n", name, synopsis)
+		fs.PrintDefaults()
+	}
+	register(fs)
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return exitError(0)
+		}
+		return exitError(2)
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "pacman-ipfs %s: unexpected argument %q\n", name, fs.Arg(0))
+		return exitError(2)
+	}
+	return nil
+}
+
+func (c *common) logger() *slog.Logger {
+	level := slog.LevelWarn
+	if c.verbose {
+		level = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// terminal returns w if it is a terminal, else nil: progress lines are for people, not for the journal.
+func terminal(f *os.File) io.Writer {
+	if _, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err != nil {
+		return nil
+	}
+	return f
+}

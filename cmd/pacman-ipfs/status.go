@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/pacman-ipfs/pacman-ipfs/seeder"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo"
+)
+
+// status is what `status --json` prints; the text form says the same.
+type status struct {
+	Node     nodeStatus                  `json:"node"`
+	LastSync *syncStatus                 `json:"last_sync"` // null before the first pass
+	Seeded   seeder.RepoCount            `json:"seeded"`
+	Repos    map[string]seeder.RepoCount `json:"repos"`
+	Dirs     []seeder.DirReport          `json:"cache_dirs"`
+	DBs      []seeder.DBReport           `json:"dbs"`
+	Refused  []seeder.FileNote           `json:"refused"`
+	Failed   []seeder.FileNote           `json:"failed"`
+}
+
+type nodeStatus struct {
+	API       string `json:"api"` // credentials removed
+	Reachable bool   `json:"reachable"`
+	Error     string `json:"error,omitempty"`
+	ID        string `json:"id,omitempty"`
+	Version   string `json:"version,omitempty"`
+	RepoPath  string `json:"repo_path,omitempty"`
+	Filestore bool   `json:"filestore"`
+	Pins      int    `json:"pins"` // pins named pacman-ipfs:* in the node now
+}
+
+type syncStatus struct {
+	Started     time.Time `json:"started"`
+	Seconds     float64   `json:"seconds"`
+	Converged   bool      `json:"converged"`
+	Added       int       `json:"added"`
+	Unpinned    int       `json:"unpinned"`
+	CopiedBytes int64     `json:"copied_bytes"`
+}
+
+func runStatus(ctx context.Context, args []string) error {
+	var c common
+	var asJSON bool
+	if err := parse("status", "What is seeded, what was refused and why, the node and the mode.", args, func(fs *flag.FlagSet) {
+		c.register(fs)
+		fs.BoolVar(&asJSON, "json", false, "print JSON for scripts")
+	}); err != nil {
+		return err
+	}
+	st := status{Repos: map[string]seeder.RepoCount{}}
+	addr := kubo.ResolveAPI(c.api)
+	st.Node.API = kubo.Redact(addr)
+	dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	node, err := kubo.Dial(dctx, addr)
+	cancel()
+	if err != nil {
+		st.Node.Error = err.Error()
+	} else {
+		st.Node.Reachable = true
+		if info, err := node.Info(ctx); err == nil {
+			st.Node.ID, st.Node.Version, st.Node.RepoPath, st.Node.Filestore = info.ID, info.Version, info.RepoPath, info.Filestore
+		}
+		if pins, err := node.Pins(ctx, seeder.PinPrefix); err == nil {
+			st.Node.Pins = len(pins)
+		} else {
+			st.Node.Error = err.Error()
+		}
+	}
+	rep, err := seeder.ReadLastReport(c.stateDir)
+	if err != nil {
+		return err
+	}
+	if rep != nil {
+		st.LastSync = &syncStatus{Started: rep.Started, Seconds: rep.Duration.Seconds(), Converged: rep.Converged(),
+			Added: rep.Added, Unpinned: rep.Unpinned, CopiedBytes: rep.CopiedBytes}
+		st.Repos, st.Dirs, st.DBs, st.Refused, st.Failed = rep.Repos, rep.Dirs, rep.DBs, rep.Refused, rep.Failed
+		for _, rc := range rep.Repos {
+			st.Seeded.Files += rc.Files
+			st.Seeded.Bytes += rc.Bytes
+		}
+	}
+	if asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	printStatus(os.Stdout, &st)
+	return nil
+}
+
+func printStatus(w io.Writer, st *status) {
+	n := st.Node
+	if n.Reachable {
+		fmt.Fprintf(w, "node:      %s at %s, peer %s, %d pins of ours\n", n.Version, n.API, n.ID, n.Pins)
+	} else {
+		fmt.Fprintf(w, "node:      not reachable at %s\n", n.API)
+	}
+	if n.Error != "" {
+		fmt.Fprintf(w, "           %s\n", n.Error)
+	}
+	if st.LastSync == nil {
+		fmt.Fprintln(w, "last sync: never (run `pacman-ipfs sync`)")
+		return
+	}
+	ls := st.LastSync
+	state := "converged"
+	if !ls.Converged {
+		state = "not converged: see failed below"
+	}
+	fmt.Fprintf(w, "last sync: %s, %.1fs, %s\n", ls.Started.Local().Format(time.DateTime), ls.Seconds, state)
+	fmt.Fprintf(w, "seeded:    %d files, %s\n", st.Seeded.Files, seeder.HumanBytes(st.Seeded.Bytes))
+	for _, name := range sortedKeys(st.Repos) {
+		rc := st.Repos[name]
+		fmt.Fprintf(w, "  %-12s %6d files %12s\n", name, rc.Files, seeder.HumanBytes(rc.Bytes))
+	}
+	for _, d := range st.Dirs {
+		mode := "copy"
+		if d.NoCopy {
+			mode = "zero-copy"
+		}
+		fmt.Fprintf(w, "cache:     %s: %s (%s)\n", d.Dir, mode, d.Why)
+	}
+	fmt.Fprintf(w, "stored twice: %s (bytes of the cache copied into the node's repo)\n", seeder.HumanBytes(ls.CopiedBytes))
+	for _, db := range st.DBs {
+		if db.Err != "" {
+			fmt.Fprintf(w, "sync db %s: %s\n", db.Repo, db.Err)
+		} else {
+			fmt.Fprintf(w, "sync db %s: %d packages\n", db.Repo, db.Packages)
+		}
+	}
+	printNotes(w, "refused", st.Refused)
+	printNotes(w, "failed", st.Failed)
+}
+
+func sortedKeys(m map[string]seeder.RepoCount) []string {
+	r := seeder.Report{Repos: m}
+	return r.RepoNames()
+}

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/pacman-ipfs/pacman-ipfs/alpmdb"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo"
+)
+
+func runSync(ctx context.Context, args []string) error {
+	var c common
+	if err := parse("sync", "One reconcile pass: every cache file whose name, size and sha256 match a sync db entry is\nadded and pinned; pins of files that left the cache are removed. Exits 0 when the node holds\nexactly the verified cache (refused files are normal and listed).", args, func(fs *flag.FlagSet) { c.register(fs) }); err != nil {
+		return err
+	}
+	log := c.logger()
+	cfg, err := alpmdb.ReadConfig(c.pacmanConf)
+	if err != nil {
+		return err
+	}
+	node, err := kubo.Dial(ctx, kubo.ResolveAPI(c.api))
+	if err != nil {
+		return err
+	}
+	ix, err := alpmdb.Load(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	for _, p := range ix.Problems() {
+		log.Warn("sync db skipped", "err", p)
+	}
+	s := seeder.New(seeder.Options{
+		CacheDirs: cfg.CacheDirs,
+		StateDir:  c.stateDir,
+		Node:      node,
+		Log:       log,
+		Progress:  terminal(os.Stderr),
+	})
+	rep, err := s.Sync(ctx, ix)
+	printSummary(os.Stdout, rep)
+	if err != nil {
+		if errors.Is(err, kubo.ErrUnreachable) || ctx.Err() != nil {
+			return err
+		}
+		return fmt.Errorf("sync did not finish: %w", err)
+	}
+	if !rep.Converged() {
+		return exitError(1)
+	}
+	return nil
+}
+
+func printSummary(w io.Writer, r *seeder.Report) {
+	fmt.Fprintf(w, "added %d (%s), already seeded %d, unpinned %d, refused %d, failed %d, in %s\n",
+		r.Added, seeder.HumanBytes(r.AddedBytes), r.Seeded, r.Unpinned, len(r.Refused), len(r.Failed), r.Duration.Round(1e6))
+	for _, d := range r.Dirs {
+		mode := "copied into the node"
+		if d.NoCopy {
+			mode = "zero-copy"
+		}
+		fmt.Fprintf(w, "cache %s: %s: %s\n", d.Dir, mode, d.Why)
+		if d.Err != "" {
+			fmt.Fprintf(w, "  error: %s\n", d.Err)
+		}
+	}
+	for _, db := range r.DBs {
+		if db.Err != "" {
+			fmt.Fprintf(w, "sync db %s skipped: %s\n", db.Repo, db.Err)
+		}
+	}
+	printNotes(w, "refused", r.Refused)
+	printNotes(w, "failed", r.Failed)
+}
+
+func printNotes(w io.Writer, title string, notes []seeder.FileNote) {
+	if len(notes) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "%s:\n", title)
+	for _, n := range notes {
+		fmt.Fprintf(w, "  %q: %s\n", n.Path, n.Reason)
+	}
+}

@@ -1,0 +1,137 @@
+package kubo_test
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pacman-ipfs/pacman-ipfs/seeder"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo/kubotest"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/nodetest"
+)
+
+func dial(t *testing.T, n *kubotest.Node) *kubo.Client {
+	t.Helper()
+	c, err := kubo.Dial(context.Background(), n.APIAddr)
+	if err != nil {
+		t.Fatalf("Dial %s: %v", n.APIAddr, err)
+	}
+	return c
+}
+
+// The kubo backend passes the same suite as the in-memory node, on a node with kubo's default import
+// settings: the CIDs it produces are the unixfs-v1-2025 ones whatever the node's config says.
+func TestConformance(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts kubo")
+	}
+	nodetest.Run(t, func(t *testing.T) seeder.Node {
+		return dial(t, kubotest.Start(t, kubotest.Options{}))
+	})
+}
+
+func TestDialUnreachableIsQuickAndSaysWhatToDo(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := "/ip4/127.0.0.1/tcp/" + strings.TrimPrefix(l.Addr().String(), "127.0.0.1:")
+	l.Close() // nothing listens there now
+	start := time.Now()
+	_, err = kubo.Dial(context.Background(), addr)
+	if err == nil {
+		t.Fatal("Dial of a closed port succeeded")
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("Dial took %s", took)
+	}
+	for _, want := range []string{addr, "ipfs daemon", "--api"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
+}
+
+func TestRedact(t *testing.T) {
+	for in, want := range map[string]string{
+		"/ip4/127.0.0.1/tcp/5001":          "/ip4/127.0.0.1/tcp/5001",
+		"http://alice:s3cret@host:5001":    "http://xxxxx@host:5001",
+		"https://token@ipfs.example:443/x": "https://xxxxx@ipfs.example:443/x",
+	} {
+		if got := kubo.Redact(in); got != want || strings.Contains(got, "s3cret") {
+			t.Errorf("Redact(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestResolveAPI(t *testing.T) {
+	repo := t.TempDir()
+	t.Setenv("IPFS_PATH", repo)
+	if got := kubo.ResolveAPI(""); got != kubo.DefaultAPI {
+		t.Errorf("no api file: %q, want %q", got, kubo.DefaultAPI)
+	}
+	if err := os.WriteFile(filepath.Join(repo, "api"), []byte("/ip4/127.0.0.1/tcp/45001\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := kubo.ResolveAPI(""); got != "/ip4/127.0.0.1/tcp/45001" {
+		t.Errorf("api file: %q", got)
+	}
+	if got := kubo.ResolveAPI("/ip4/127.0.0.1/tcp/1"); got != "/ip4/127.0.0.1/tcp/1" {
+		t.Errorf("flag: %q", got)
+	}
+}
+
+// Zero copy applies exactly below the parent of the node's repo, and an unpin leaves no filestore
+// reference behind.
+func TestNoCopyAndUnpinLeavesNoFilestoreReference(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts kubo")
+	}
+	top := t.TempDir()
+	n := kubotest.Start(t, kubotest.Options{RepoDir: filepath.Join(top, "pacman-ipfs"), Filestore: true})
+	c := dial(t, n)
+	ctx := context.Background()
+	cache := filepath.Join(top, "pacman", "pkg")
+	if ok, why := c.CanReference(ctx, cache); !ok {
+		t.Fatalf("CanReference(%s) = false: %s", cache, why)
+	}
+	if ok, why := c.CanReference(ctx, t.TempDir()); ok || !strings.Contains(why, "IPFS_PATH") {
+		t.Errorf("CanReference outside the repo's parent = %v, %q", ok, why)
+	}
+
+	if err := os.MkdirAll(cache, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	data := nodetest.Bytes(11, 3<<20)
+	path := filepath.Join(cache, "a-1-1-x86_64.pkg.tar.zst")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	root, err := c.Add(ctx, seeder.File{Path: path, PinName: seeder.PinPrefix + "core/a", Size: int64(len(data)), Content: bytes.NewReader(data), NoCopy: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// filestore ls names files relative to its root, the parent of the repo.
+	rel := "pacman/pkg/a-1-1-x86_64.pkg.tar.zst"
+	if ls := n.IPFS(t, "filestore", "ls"); strings.Count(ls, rel) != 3 {
+		t.Fatalf("filestore ls does not reference %s:\n%s", path, ls)
+	}
+	if got := n.IPFS(t, "cat", root.String()); got != string(data) {
+		t.Fatal("cat of the nocopy add differs from the file")
+	}
+	if err := c.Unpin(ctx, root); err != nil {
+		t.Fatal(err)
+	}
+	if ls := n.IPFS(t, "filestore", "ls"); strings.Contains(ls, rel) {
+		t.Errorf("filestore still references %s after unpin:\n%s", path, ls)
+	}
+	if out, err := n.TryIPFS(t, "block", "stat", "--offline", root.String()); err == nil {
+		t.Errorf("root block still present after unpin: %s", out)
+	}
+}
