@@ -2,12 +2,15 @@ package seeder
 
 import (
 	"fmt"
+	"sync"
 	"time"
 )
 
 // progress draws one self-overwriting line on a terminal during long passes. It is silent unless
 // Options.Progress is set (the CLI sets it only when stderr is a terminal) and a phase lasts a while.
+// The hasher goroutine and the pass both report to it, hence the mutex.
 type progress struct {
+	mu               sync.Mutex
 	phase            string
 	files, filesDone int
 	total, done      int64
@@ -18,27 +21,37 @@ type progress struct {
 const progressEvery = 250 * time.Millisecond
 
 func (s *Seeder) progressStart(phase string, files int, bytes int64) {
-	s.prog = progress{phase: phase, files: files, total: bytes, start: time.Now()}
+	p := &s.prog
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.phase, p.files, p.filesDone, p.total, p.done, p.start, p.drawn = phase, files, 0, bytes, 0, time.Now(), false
 }
 
 func (s *Seeder) progressAdd(n int64) {
+	s.prog.mu.Lock()
+	defer s.prog.mu.Unlock()
 	s.prog.done += n
 	s.progressDraw(false)
 }
 
 func (s *Seeder) progressFile() {
+	s.prog.mu.Lock()
+	defer s.prog.mu.Unlock()
 	s.prog.filesDone++
 	s.progressDraw(false)
 }
 
 func (s *Seeder) progressEnd() {
+	s.prog.mu.Lock()
+	defer s.prog.mu.Unlock()
 	if s.prog.drawn {
 		s.progressDraw(true)
 		fmt.Fprintln(s.opts.Progress)
 	}
-	s.prog = progress{}
+	s.prog.total = 0
 }
 
+// progressDraw is called with the mutex held.
 func (s *Seeder) progressDraw(force bool) {
 	p := &s.prog
 	if s.opts.Progress == nil || p.total == 0 {

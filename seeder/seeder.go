@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -137,86 +138,162 @@ func (s *Seeder) Sync(ctx context.Context, ix *alpmdb.Index) (*Report, error) {
 	if err != nil {
 		return rep, fmt.Errorf("list pins: %w", err)
 	}
+	ps := &pass{s: s, ix: ix, rep: rep, pins: pins, keep: map[cid.Cid]bool{}, keepPaths: map[string]bool{}}
+	err = ps.run(ctx)
+	s.save(rep, ps.keepPaths)
+	return rep, err
+}
 
-	seeds, keepPaths := s.verify(ctx, ix, rep)
-	if err := ctx.Err(); err != nil {
-		s.save(rep, keepPaths)
-		return rep, err
-	}
+// addWorkers is how many adds run at once. kubo spends a few milliseconds of each add request on
+// bookkeeping (pin, flush) rather than on bytes; overlapping requests hides it.
+const addWorkers = 3
 
-	p := makePlan(seeds, pins)
-	keep := make(map[cid.Cid]bool)
+// pass is the state of one reconcile. The hasher goroutine only reads files and sends results; the add
+// workers and the goroutine running the pass share the rest under mu.
+type pass struct {
+	s         *Seeder
+	ix        Index
+	pins      map[cid.Cid]string // our pins when the pass started
+	mu        sync.Mutex
+	rep       *Report
+	keep      map[cid.Cid]bool // pins the cache accounts for (or will, once added)
+	keepPaths map[string]bool  // paths whose state records survive the pass
+	noCopy    map[string]bool  // by CacheDir
+}
+
+// addJob is a verified file and the hash record it was verified under.
+type addJob struct {
+	sd  seed
+	rec record
+}
+
+func (ps *pass) run(ctx context.Context) error {
+	seeds, toHash := ps.scan(ctx)
+	p := makePlan(seeds, ps.pins)
 	for _, sd := range p.Seeded {
-		keep[sd.CID] = true
-		rep.Seeded++
-		rep.count(sd)
+		ps.seeded(sd)
 	}
-	s.progressStart("seeding", len(p.Add), sumSizes(p.Add))
-	for _, sd := range p.Add {
-		c, err := s.add(ctx, sd)
-		s.progressFile()
-		if err != nil {
-			var fe *fileError
-			if errors.As(err, &fe) {
-				if _, lerr := lstat(sd.Path); isNotExist(lerr) {
-					delete(keepPaths, sd.Path)
-					continue // removed while we added it: the unpin below takes back any pin
+	hashBytes := sumSizes(toHash)
+	ps.s.progressStart("seeding", len(p.Add)+len(toHash), sumSizes(p.Add)+2*hashBytes)
+	defer ps.s.progressEnd()
+
+	// Files the hash cache vouches for go to the adders first, while the hasher verifies the others; a
+	// file is handed to the adders as soon as it is verified, so hashing overlaps adding.
+	ctx, abort := context.WithCancelCause(ctx)
+	defer abort(nil)
+	jobs := make(chan addJob)
+	var wg sync.WaitGroup
+	for range addWorkers {
+		wg.Go(func() {
+			for j := range jobs {
+				if err := ps.add(ctx, j); err != nil {
+					abort(err)
 				}
-				rep.Failed = append(rep.Failed, FileNote{Path: sd.Path, Reason: fe.Error()})
-				s.log.Warn("not seeded", "file", sd.Path, "err", fe.err)
-				continue
 			}
-			s.progressEnd()
-			s.save(rep, keepPaths)
-			return rep, err
-		}
-		keep[c] = true
-		rep.Added++
-		rep.AddedBytes += sd.Size
-		sd.CID = c
-		rep.count(sd)
-		s.log.Info("seeded", "file", sd.Path, "repo", sd.Repo, "cid", c.String(), "bytes", sd.Size)
+		})
 	}
-	s.progressEnd()
-
+	send := func(sd seed) {
+		ps.mu.Lock()
+		rec := ps.s.state.Files[sd.Path]
+		ps.mu.Unlock()
+		if rec == nil {
+			return // seeds come from records: cannot happen
+		}
+		select {
+		case jobs <- addJob{sd: sd, rec: *rec}:
+		case <-ctx.Done():
+		}
+	}
+	ps.mu.Lock()
+	for _, sd := range p.Add {
+		if sd.CID.Defined() {
+			ps.keep[sd.CID] = true
+		}
+	}
+	ps.mu.Unlock()
+	for _, sd := range p.Add {
+		send(sd)
+	}
+	for res := range ps.s.hashAll(ctx, toHash) {
+		ps.mu.Lock()
+		sd, ok := ps.accept(res)
+		known := ok && sd.CID.Defined() && (ps.pins[sd.CID] != "" || ps.keep[sd.CID])
+		if known {
+			ps.seededLocked(sd)
+		} else if ok && sd.CID.Defined() {
+			ps.keep[sd.CID] = true // claimed now, so a twin in another CacheDir is not added again
+		}
+		ps.mu.Unlock()
+		if ok && !known {
+			send(sd)
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil {
+		return err
+	}
 	// Unpin only now: a large file's CID is known only once it was added, and it may be pinned already.
-	for _, c := range unpins(pins, keep) {
-		if err := s.opts.Node.Unpin(ctx, c); err != nil {
-			s.save(rep, keepPaths)
-			return rep, fmt.Errorf("unpin %s (%s): %w", c, pins[c], err)
+	for _, c := range unpins(ps.pins, ps.keep) {
+		if err := ps.s.opts.Node.Unpin(ctx, c); err != nil {
+			return fmt.Errorf("unpin %s (%s): %w", c, ps.pins[c], err)
 		}
-		rep.Unpinned++
-		s.log.Info("unpinned", "cid", c.String(), "pin", pins[c])
+		ps.rep.Unpinned++
+		ps.s.log.Info("unpinned", "cid", c.String(), "pin", ps.pins[c])
 	}
-	s.save(rep, keepPaths)
-	return rep, nil
+	return nil
 }
 
-func (r *Report) count(sd seed) {
-	rc := r.Repos[sd.Repo]
-	rc.Files++
-	rc.Bytes += sd.Size
-	r.Repos[sd.Repo] = rc
-	if !sd.NoCopy {
-		r.CopiedBytes += sd.Size
-	}
+func (ps *pass) seeded(sd seed) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	ps.seededLocked(sd)
 }
 
-func sumSizes(seeds []seed) int64 {
-	var n int64
-	for _, s := range seeds {
-		n += s.Size
-	}
-	return n
+func (ps *pass) seededLocked(sd seed) {
+	ps.keep[sd.CID] = true
+	ps.rep.Seeded++
+	ps.rep.count(sd)
 }
 
-// verify scans every CacheDir and returns the verified files, hashing those the hash cache cannot vouch
-// for. keepPaths lists the paths whose records must survive this pass.
-func (s *Seeder) verify(ctx context.Context, ix Index, rep *Report) (seeds []seed, keepPaths map[string]bool) {
-	keepPaths = make(map[string]bool)
-	var toHash []candidate
-	var hashBytes int64
-	noCopy := make(map[string]bool)
+// add seeds one file. A failure of the file is reported and the pass goes on; a failure of the node
+// ends the pass.
+func (ps *pass) add(ctx context.Context, j addJob) error {
+	sd := j.sd
+	c, err := ps.s.add(ctx, sd, j.rec)
+	ps.s.progressFile()
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	var fe *fileError
+	switch {
+	case errors.As(err, &fe):
+		if _, lerr := lstat(sd.Path); isNotExist(lerr) {
+			delete(ps.keepPaths, sd.Path) // removed while we added it: the unpins take back any pin
+			return nil
+		}
+		ps.rep.Failed = append(ps.rep.Failed, FileNote{Path: sd.Path, Reason: fe.Error()})
+		ps.s.log.Warn("not seeded", "file", sd.Path, "err", fe.err)
+		return nil
+	case err != nil:
+		return err
+	}
+	if sd.Size > int64(Import.ChunkSize) {
+		ps.s.state.CIDs[hex.EncodeToString(sd.SHA256[:])] = c.String()
+	}
+	ps.keep[c] = true
+	ps.rep.Added++
+	ps.rep.AddedBytes += sd.Size
+	sd.CID = c
+	ps.rep.count(sd)
+	ps.s.log.Info("seeded", "file", sd.Path, "repo", sd.Repo, "cid", c.String(), "bytes", sd.Size)
+	return nil
+}
+
+// scan lists every CacheDir and classifies its entries: the verified files (by the sync dbs and the
+// hash cache) and those that must be hashed first. It reads no file.
+func (ps *pass) scan(ctx context.Context) (seeds []seed, toHash []candidate) {
+	s, rep := ps.s, ps.rep
+	ps.noCopy = make(map[string]bool)
 	for _, dir := range s.opts.CacheDirs {
 		dr := DirReport{Dir: dir}
 		if r, ok := s.opts.Node.(Referencer); ok {
@@ -224,7 +301,7 @@ func (s *Seeder) verify(ctx context.Context, ix Index, rep *Report) (seeds []see
 		} else {
 			dr.Why = "the node cannot reference files in place"
 		}
-		noCopy[dir] = dr.NoCopy
+		ps.noCopy[dir] = dr.NoCopy
 		cands, err := scanDir(dir)
 		if err != nil {
 			dr.Err = err.Error()
@@ -232,65 +309,85 @@ func (s *Seeder) verify(ctx context.Context, ix Index, rep *Report) (seeds []see
 			// Not knowing what the dir holds is no reason to unpin it: keep what we knew.
 			for path, rec := range s.state.Files {
 				if rec.Repo != "" && filepath.Dir(path) == filepath.Clean(dir) {
-					keepPaths[path] = true
-					seeds = append(seeds, s.seedFromRecord(path, rec, noCopy[dir]))
+					ps.keepPaths[path] = true
+					seeds = append(seeds, s.seedFromRecord(path, rec, dr.NoCopy))
 				}
 			}
 		}
 		dr.Files = len(cands)
 		rep.Dirs = append(rep.Dirs, dr)
 		for _, c := range cands {
-			keepPaths[c.Path] = true
-			v := classify(c, ix, s.state.Files[c.Path])
+			ps.keepPaths[c.Path] = true
+			v := classify(c, ps.ix, s.state.Files[c.Path])
 			switch v.Kind {
 			case refused:
 				rep.Refused = append(rep.Refused, FileNote{Path: c.Path, Reason: v.Reason})
 			case needHash:
 				toHash = append(toHash, c)
-				hashBytes += c.Stat.Size
 			case verified:
-				seeds = append(seeds, s.newSeed(c, v, noCopy[dir]))
+				seeds = append(seeds, s.newSeed(c, v, dr.NoCopy))
 			}
 		}
 	}
+	return seeds, toHash
+}
 
-	s.progressStart("verifying", len(toHash), hashBytes)
-	defer s.progressEnd()
-	for _, c := range toHash {
-		if ctx.Err() != nil {
-			return seeds, keepPaths
+// hashResult is one file hashed by the hasher goroutine.
+type hashResult struct {
+	c   candidate
+	st  fileStat
+	sum [sha256.Size]byte
+	err error
+}
+
+// hashAll hashes files in a goroutine of its own, one at a time and one ahead of its reader. The channel
+// is closed when all are done or ctx is.
+func (s *Seeder) hashAll(ctx context.Context, toHash []candidate) <-chan hashResult {
+	out := make(chan hashResult, 1)
+	go func() {
+		defer close(out)
+		for _, c := range toHash {
+			if ctx.Err() != nil {
+				return
+			}
+			st, sum, err := hashFile(ctx, c, s.buf, s.progressAdd)
+			out <- hashResult{c: c, st: st, sum: sum, err: err}
 		}
-		st, sum, err := hashFile(ctx, c, s.buf, s.progressAdd)
+	}()
+	return out
+}
+
+// accept records a hash result and returns the seed when the file is verified.
+func (ps *pass) accept(res hashResult) (seed, bool) {
+	s, rep, c := ps.s, ps.rep, res.c
+	if res.err != nil {
 		s.progressFile()
-		if err != nil {
-			if _, lerr := lstat(c.Path); isNotExist(lerr) {
-				delete(keepPaths, c.Path) // removed while we read it: gone is gone
-				continue
-			}
-			if errors.Is(err, ErrChanged) {
-				rep.Failed = append(rep.Failed, FileNote{Path: c.Path, Reason: "changed while being verified; retried next pass"})
-			} else {
-				rep.Failed = append(rep.Failed, FileNote{Path: c.Path, Reason: err.Error()})
-			}
-			continue
-		}
-		rep.HashedBytes += st.Size
-		rec := &record{Dev: st.Dev, Ino: st.Ino, Size: st.Size, Mtime: st.Mtime, Ctime: st.Ctime, Hashed: true, SHA256: sum}
-		c.Stat = st
-		v := classify(c, ix, rec)
-		if v.Kind == verified {
-			rec.Repo = v.Repo
-		}
-		s.state.Files[c.Path] = rec
-		switch v.Kind {
-		case verified:
-			seeds = append(seeds, s.newSeed(c, v, noCopy[c.Dir]))
+		switch _, lerr := lstat(c.Path); {
+		case isNotExist(lerr):
+			delete(ps.keepPaths, c.Path) // removed while we read it: gone is gone
+		case errors.Is(res.err, ErrChanged):
+			rep.Failed = append(rep.Failed, FileNote{Path: c.Path, Reason: "changed while being verified; retried next pass"})
+		case errors.Is(res.err, context.Canceled):
 		default:
-			rep.Refused = append(rep.Refused, FileNote{Path: c.Path, Reason: v.Reason})
-			s.log.Warn("refused", "file", c.Path, "reason", v.Reason)
+			rep.Failed = append(rep.Failed, FileNote{Path: c.Path, Reason: res.err.Error()})
 		}
+		return seed{}, false
 	}
-	return seeds, keepPaths
+	rep.HashedBytes += res.st.Size
+	rec := &record{Dev: res.st.Dev, Ino: res.st.Ino, Size: res.st.Size, Mtime: res.st.Mtime, Ctime: res.st.Ctime, Hashed: true, SHA256: res.sum}
+	c.Stat = res.st
+	v := classify(c, ps.ix, rec)
+	if v.Kind == verified {
+		rec.Repo = v.Repo
+	}
+	s.state.Files[c.Path] = rec
+	if v.Kind != verified {
+		s.progressFile()
+		rep.Refused = append(rep.Refused, FileNote{Path: c.Path, Reason: v.Reason})
+		s.log.Warn("refused", "file", c.Path, "reason", v.Reason)
+		return seed{}, false
+	}
+	return s.newSeed(c, v, ps.noCopy[c.Dir]), true
 }
 
 func (s *Seeder) newSeed(c candidate, v verdict, noCopy bool) seed {
@@ -326,12 +423,8 @@ func (e *fileError) Error() string { return e.err.Error() }
 func (e *fileError) Unwrap() error { return e.err }
 
 // add sends one verified file to the node from a descriptor that is checked to be the file that was
-// hashed, and checks the CID the node reports where it is known in advance.
-func (s *Seeder) add(ctx context.Context, sd seed) (cid.Cid, error) {
-	rec := s.state.Files[sd.Path]
-	if rec == nil {
-		return cid.Undef, &fileError{sd.Path, fmt.Errorf("%s: no hash record: %w", sd.Path, ErrChanged)}
-	}
+// hashed (rec), and checks the CID the node reports where it is known in advance. It touches no state.
+func (s *Seeder) add(ctx context.Context, sd seed, rec record) (cid.Cid, error) {
 	want := fileStat{Dev: rec.Dev, Ino: rec.Ino, Size: rec.Size, Mtime: rec.Mtime, Ctime: rec.Ctime}
 	f, err := openSame(sd.Path, want, true)
 	if err != nil {
@@ -357,9 +450,6 @@ func (s *Seeder) add(ctx context.Context, sd seed) (cid.Cid, error) {
 			return cid.Undef, fmt.Errorf("unpin %s after a failed check of %s: %w", c, sd.Path, err)
 		}
 		return cid.Undef, &fileError{sd.Path, bad}
-	}
-	if sd.Size > int64(Import.ChunkSize) {
-		s.state.CIDs[hex.EncodeToString(sd.SHA256[:])] = c.String()
 	}
 	return c, nil
 }
@@ -391,4 +481,27 @@ func (s *Seeder) save(rep *Report, keepPaths map[string]bool) {
 // Repos returns the repositories a report counts, sorted.
 func (r *Report) RepoNames() []string {
 	return slices.Sorted(maps.Keys(r.Repos))
+}
+
+func (r *Report) count(sd seed) {
+	rc := r.Repos[sd.Repo]
+	rc.Files++
+	rc.Bytes += sd.Size
+	r.Repos[sd.Repo] = rc
+	if !sd.NoCopy {
+		r.CopiedBytes += sd.Size
+	}
+}
+
+func sumSizes[T seed | candidate](xs []T) int64 {
+	var n int64
+	for _, x := range xs {
+		switch v := any(x).(type) {
+		case seed:
+			n += v.Size
+		case candidate:
+			n += v.Stat.Size
+		}
+	}
+	return n
 }
