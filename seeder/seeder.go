@@ -133,13 +133,11 @@ func (s *Seeder) Sync(ctx context.Context, ix *alpmdb.Index) (*Report, error) {
 		rep.DBs = append(rep.DBs, dr)
 	}
 
-	// Ask the node first: when it is down, fail before reading any file.
-	pins, err := s.opts.Node.Pins(ctx, PinPrefix)
-	if err != nil {
-		return rep, fmt.Errorf("list pins: %w", err)
+	ps := &pass{s: s, ix: ix, rep: rep, keep: map[cid.Cid]bool{}, keepPaths: map[string]bool{}}
+	err := ps.run(ctx)
+	if !ps.listed {
+		return rep, err // the node never answered: leave the state as it was
 	}
-	ps := &pass{s: s, ix: ix, rep: rep, pins: pins, keep: map[cid.Cid]bool{}, keepPaths: map[string]bool{}}
-	err = ps.run(ctx)
 	s.save(rep, ps.keepPaths)
 	return rep, err
 }
@@ -154,6 +152,7 @@ type pass struct {
 	s         *Seeder
 	ix        Index
 	pins      map[cid.Cid]string // our pins when the pass started
+	listed    bool               // the node answered the pin listing
 	mu        sync.Mutex
 	rep       *Report
 	keep      map[cid.Cid]bool // pins the cache accounts for (or will, once added)
@@ -168,7 +167,23 @@ type addJob struct {
 }
 
 func (ps *pass) run(ctx context.Context) error {
+	// Listing the node's pins takes kubo a while on a large cache; the scan (which only lstat()s) runs
+	// meanwhile. No byte of any file is read before the node has answered.
+	type pinList struct {
+		pins map[cid.Cid]string
+		err  error
+	}
+	listed := make(chan pinList, 1)
+	go func() {
+		pins, err := ps.s.opts.Node.Pins(ctx, PinPrefix)
+		listed <- pinList{pins, err}
+	}()
 	seeds, toHash := ps.scan(ctx)
+	pl := <-listed
+	if pl.err != nil {
+		return fmt.Errorf("list pins: %w", pl.err)
+	}
+	ps.pins, ps.listed = pl.pins, true
 	p := makePlan(seeds, ps.pins)
 	for _, sd := range p.Seeded {
 		ps.seeded(sd)

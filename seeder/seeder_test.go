@@ -199,6 +199,9 @@ func TestNodeDownIsAnErrorAndHarmless(t *testing.T) {
 	if _, err := s.Sync(context.Background(), c.index()); err == nil || !strings.Contains(err.Error(), "connection refused") {
 		t.Fatalf("Sync with the node down: %v", err)
 	}
+	if _, err := os.Stat(filepath.Join(state, seeder.StateFile)); !os.IsNotExist(err) {
+		t.Errorf("a pass that could not reach the node wrote its state: %v", err)
+	}
 	n.FailWith = nil
 	rep := sync(t, newSeeder(t, c, n, state), c.index())
 	if rep.Added != 1 || len(pinned(t, n)) != 1 {
