@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -137,7 +138,10 @@ func (p *confParser) include(name string, line int, pattern string, depth int) e
 	if err != nil {
 		return fmt.Errorf("pacman config %s:%d: Include %q: %w", name, line, pattern, err)
 	}
-	// pacman warns about, and skips, an Include glob that matches nothing.
+	// pacman globs with GLOB_NOCHECK, so an Include matching nothing is a file it cannot read: an error.
+	if len(matches) == 0 {
+		return fmt.Errorf("pacman config %s:%d: Include %s: %w", name, line, pattern, fs.ErrNotExist)
+	}
 	for _, m := range matches {
 		if err := p.file(m, depth+1); err != nil {
 			return err
