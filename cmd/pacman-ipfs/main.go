@@ -15,6 +15,7 @@ const usage = `usage: pacman-ipfs <command> [flags]
 commands:
   sync      one reconcile pass: seed every verified cache file, unpin what left the cache
   status    what is seeded, what was refused and why, the node, the mode (--json for scripts)
+  agent     the long-running seeder: watches the caches, answers the control socket (systemd)
 
 Every command takes --pacman-conf FILE (default /etc/pacman.conf) and --api ADDR (a kubo RPC
 multiaddr or URL; default $IPFS_PATH/api, then /ip4/127.0.0.1/tcp/5001). Run
@@ -53,6 +54,8 @@ func run(ctx context.Context, args []string) error {
 		return runSync(ctx, args[1:])
 	case "status":
 		return runStatus(ctx, args[1:])
+	case "agent":
+		return runAgent(ctx, args[1:])
 	case "-h", "-help", "--help", "help":
 		fmt.Print(usage)
 		return nil

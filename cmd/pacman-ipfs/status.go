@@ -7,14 +7,18 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/pacman-ipfs/pacman-ipfs/seeder"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/agent"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/control"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo"
 )
 
 // status is what `status --json` prints; the text form says the same.
 type status struct {
+	Agent    *agentStatus                `json:"agent"` // null when no agent answers
 	Node     nodeStatus                  `json:"node"`
 	LastSync *syncStatus                 `json:"last_sync"` // null before the first pass
 	Seeded   seeder.RepoCount            `json:"seeded"`
@@ -23,6 +27,19 @@ type status struct {
 	DBs      []seeder.DBReport           `json:"dbs"`
 	Refused  []seeder.FileNote           `json:"refused"`
 	Failed   []seeder.FileNote           `json:"failed"`
+}
+
+type agentStatus struct {
+	Socket    string     `json:"socket"`
+	PID       int        `json:"pid"`
+	Started   time.Time  `json:"started"`
+	State     string     `json:"state"`
+	Passes    int        `json:"passes"`
+	Events    int        `json:"events"`
+	LastError string     `json:"last_error,omitempty"`
+	NextRetry *time.Time `json:"next_retry,omitempty"`
+	Watching  []string   `json:"watching"`
+	Missing   []string   `json:"missing,omitempty"`
 }
 
 type nodeStatus struct {
@@ -48,13 +65,16 @@ type syncStatus struct {
 func runStatus(ctx context.Context, args []string) error {
 	var c common
 	var asJSON bool
-	if err := parse("status", "What is seeded, what was refused and why, the node and the mode.", args, func(fs *flag.FlagSet) {
+	var socket string
+	if err := parse("status", "What is seeded, what was refused and why, the node and the mode. Asks a running agent\nfirst, else reads the state directory.", args, func(fs *flag.FlagSet) {
 		c.register(fs)
 		fs.BoolVar(&asJSON, "json", false, "print JSON for scripts")
+		fs.StringVar(&socket, "socket", control.DefaultSocket, "the agent's control `socket`")
 	}); err != nil {
 		return err
 	}
 	st := status{Repos: map[string]seeder.RepoCount{}}
+	rep, note := agentReport(ctx, socket, &st)
 	addr := kubo.ResolveAPI(c.api)
 	st.Node.API = kubo.Redact(addr)
 	dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
@@ -73,9 +93,14 @@ func runStatus(ctx context.Context, args []string) error {
 			st.Node.Error = err.Error()
 		}
 	}
-	rep, err := seeder.ReadLastReport(c.stateDir)
-	if err != nil {
-		return err
+	if st.Agent == nil {
+		var err error
+		if rep, err = seeder.ReadLastReport(c.stateDir); err != nil {
+			note = err.Error()
+		}
+	}
+	if note != "" {
+		st.Node.Error = strings.TrimSpace(st.Node.Error + "\n" + note)
 	}
 	if rep != nil {
 		st.LastSync = &syncStatus{Started: rep.Started, Seconds: rep.Duration.Seconds(), Converged: rep.Converged(),
@@ -95,7 +120,38 @@ func runStatus(ctx context.Context, args []string) error {
 	return nil
 }
 
+// agentReport asks a running agent for its status; without one it returns nothing and no note.
+func agentReport(ctx context.Context, socket string, st *status) (*seeder.Report, string) {
+	actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	resp, err := control.Do(actx, socket, control.Request{Op: control.OpStatus})
+	if err != nil {
+		if control.IsNoAgent(err) {
+			return nil, ""
+		}
+		return nil, err.Error()
+	}
+	var as agent.Status
+	if err := json.Unmarshal(resp.Status, &as); err != nil {
+		return nil, "agent at " + socket + ": bad status: " + err.Error()
+	}
+	st.Agent = &agentStatus{Socket: socket, PID: as.PID, Started: as.Started, State: as.State, Passes: as.Passes,
+		Events: as.Events, LastError: as.LastError, NextRetry: as.NextRetry, Watching: as.Watching, Missing: as.Missing}
+	return as.Last, ""
+}
+
 func printStatus(w io.Writer, st *status) {
+	if a := st.Agent; a != nil {
+		fmt.Fprintf(w, "agent:     pid %d, %s, %d passes, %d events since %s\n", a.PID, a.State, a.Passes, a.Events, a.Started.Local().Format(time.DateTime))
+		if a.LastError != "" {
+			fmt.Fprintf(w, "           last error: %s\n", a.LastError)
+		}
+		for _, m := range a.Missing {
+			fmt.Fprintf(w, "           waiting for %s to exist\n", m)
+		}
+	} else {
+		fmt.Fprintln(w, "agent:     not running (reading the state directory)")
+	}
 	n := st.Node
 	if n.Reachable {
 		fmt.Fprintf(w, "node:      %s at %s, peer %s, %d pins of ours\n", n.Version, n.API, n.ID, n.Pins)

@@ -1,0 +1,456 @@
+// Package agent keeps the node in step with pacman's caches as a long-running service: it watches every
+// CacheDir and the sync db directory, coalesces bursts of events into few reconcile passes, answers the
+// control socket (seeder/control), and speaks systemd's notify protocol (READY, STATUS, STOPPING,
+// WATCHDOG).
+//
+// Events only schedule a pass; a pass always reconciles everything (seeder.Seeder.Sync), so a lost event,
+// an inotify overflow, a replaced directory, a restart or a crash is healed by the next pass, never
+// remembered.
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/fsnotify/fsnotify"
+
+	"github.com/pacman-ipfs/pacman-ipfs/alpmdb"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/control"
+)
+
+// Options configure an Agent.
+type Options struct {
+	Config   *alpmdb.Config
+	StateDir string
+	// Dial connects to the IPFS node. The agent calls it again, with backoff, while it fails.
+	Dial func(ctx context.Context) (seeder.Node, error)
+	API  string // the node's address with credentials removed, for messages
+	Auth control.Authorizer
+	Log  *slog.Logger
+
+	// Quiet is how long events must stop before a pass starts; MaxDelay bounds the wait under a steady
+	// stream of events (a long download). Defaults: 2 s and 30 s.
+	Quiet, MaxDelay time.Duration
+	// IdleExit, when positive, ends Run after that long with no pass to do and no control connection.
+	IdleExit time.Duration
+	// Rewatch is how often a CacheDir or the sync dir that is missing is looked for again. Default 2 s.
+	Rewatch time.Duration
+}
+
+// Agent is the long-running seeder.
+type Agent struct {
+	opts Options
+	log  *slog.Logger
+
+	kick chan struct{} // a pass is wanted; buffered 1
+
+	mu       sync.Mutex
+	st       Status
+	lastSeen time.Time // last control connection or event, for IdleExit
+}
+
+// Status is the agent's answer to a status request.
+type Status struct {
+	PID       int            `json:"pid"`
+	Started   time.Time      `json:"started"`
+	State     string         `json:"state"` // "starting", "idle", "pending", "reconciling", "waiting"
+	Passes    int            `json:"passes"`
+	Events    int            `json:"events"`
+	LastError string         `json:"last_error,omitempty"`
+	NextRetry *time.Time     `json:"next_retry,omitempty"`
+	Watching  []string       `json:"watching"`
+	Missing   []string       `json:"missing,omitempty"` // watched paths that do not exist (yet)
+	API       string         `json:"api"`
+	Last      *seeder.Report `json:"last_pass,omitempty"`
+}
+
+// New returns an agent. Run starts it.
+func New(opts Options) *Agent {
+	if opts.Quiet <= 0 {
+		opts.Quiet = 2 * time.Second
+	}
+	if opts.MaxDelay <= 0 {
+		opts.MaxDelay = 30 * time.Second
+	}
+	if opts.Rewatch <= 0 {
+		opts.Rewatch = 2 * time.Second
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	a := &Agent{opts: opts, log: opts.Log, kick: make(chan struct{}, 1)}
+	a.st = Status{PID: os.Getpid(), Started: time.Now(), State: "starting", API: opts.API}
+	a.lastSeen = time.Now()
+	return a
+}
+
+// Run serves ln (the control socket; nil for none) and keeps the node in step until ctx is done or the
+// agent has been idle for IdleExit. It returns nil on a clean stop.
+func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer a.notify("STOPPING=1")
+
+	w, err := fsnotify.NewBufferedWatcher(4096)
+	if err != nil {
+		return fmt.Errorf("inotify: %w", err)
+	}
+	defer w.Close()
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	if ln != nil {
+		srv := &control.Server{Auth: a.opts.Auth, Handle: a.handle, Log: a.log, Touched: a.touch}
+		wg.Go(func() {
+			if err := srv.Serve(ctx, ln); err != nil {
+				a.log.Error("control socket stopped", "err", err)
+			}
+		})
+	}
+	wg.Go(func() { a.watch(ctx, w) })
+	if iv, err := daemon.SdWatchdogEnabled(false); err == nil && iv > 0 {
+		wg.Go(func() { a.watchdog(ctx, iv/2) })
+	}
+
+	a.want() // every start reconciles fully: it catches up on whatever happened while nobody watched
+	a.loop(ctx)
+	cancel()
+	return nil
+}
+
+// want schedules a pass.
+func (a *Agent) want() {
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (a *Agent) touch() {
+	a.mu.Lock()
+	a.lastSeen = time.Now()
+	a.mu.Unlock()
+}
+
+// loop runs passes: it waits for a kick, lets a burst settle (Quiet, at most MaxDelay), runs one pass,
+// and on failure retries with backoff.
+func (a *Agent) loop(ctx context.Context) {
+	var (
+		s       *seeder.Seeder
+		ix      *alpmdb.Index
+		ready   bool
+		backoff time.Duration
+		retry   <-chan time.Time
+	)
+	idle := a.idleTimer()
+	for {
+		a.setState("idle", nil)
+		select {
+		case <-ctx.Done():
+			return
+		case <-idle:
+			if a.idleLongEnough() {
+				a.log.Info("idle, exiting until the next activation", "after", a.opts.IdleExit)
+				return
+			}
+			idle = a.idleTimer()
+			continue
+		case <-retry:
+		case <-a.kick:
+			a.setState("pending", nil)
+			if !a.settle(ctx) {
+				return
+			}
+		}
+		retry = nil
+
+		a.setState("reconciling", nil)
+		err := a.pass(ctx, &s, &ix)
+		if ctx.Err() != nil {
+			return
+		}
+		if !ready {
+			// READY once the first pass got as far as it could: planned and run, or stopped by a node or
+			// db that is not there yet (the agent then keeps retrying; pacman must never wait for it).
+			ready = true
+			a.notify("READY=1")
+		}
+		if err != nil {
+			backoff = min(max(2*backoff, time.Second), time.Minute)
+			next := time.Now().Add(backoff)
+			a.setState("waiting", &next)
+			a.recordError(err)
+			a.log.Warn("pass failed, retrying", "in", backoff, "err", err)
+			a.notify(fmt.Sprintf("STATUS=%s; retrying in %s", firstLine(err), backoff))
+			retry = time.After(backoff)
+		} else {
+			backoff = 0
+			a.recordError(nil)
+			a.notify("STATUS=" + a.summary())
+		}
+		idle = a.idleTimer()
+	}
+}
+
+// settle waits until events stop for Quiet, or MaxDelay passed since the first.
+func (a *Agent) settle(ctx context.Context) bool {
+	deadline := time.NewTimer(a.opts.MaxDelay)
+	defer deadline.Stop()
+	quiet := time.NewTimer(a.opts.Quiet)
+	defer quiet.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-deadline.C:
+			return true
+		case <-quiet.C:
+			return true
+		case <-a.kick:
+			quiet.Reset(a.opts.Quiet)
+		}
+	}
+}
+
+// pass runs one reconcile, connecting to the node and loading the sync dbs where needed. The index is
+// reloaded on every pass: loading is cheap next to a pass, and a db replaced behind the watcher's back
+// is then never missed.
+func (a *Agent) pass(ctx context.Context, s **seeder.Seeder, ix **alpmdb.Index) error {
+	if *s == nil {
+		node, err := a.opts.Dial(ctx)
+		if err != nil {
+			return err
+		}
+		*s = seeder.New(seeder.Options{CacheDirs: a.opts.Config.CacheDirs, StateDir: a.opts.StateDir, Node: node, Log: a.log})
+	}
+	loaded, err := alpmdb.Load(ctx, a.opts.Config)
+	if err != nil {
+		return err
+	}
+	for _, p := range loaded.Problems() {
+		a.log.Warn("sync db skipped", "err", p)
+	}
+	*ix = loaded
+	rep, err := (*s).Sync(ctx, *ix)
+	a.mu.Lock()
+	a.st.Passes++
+	if rep != nil {
+		a.st.Last = rep
+	}
+	a.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if rep.Added+rep.Unpinned > 0 || len(rep.Failed) > 0 {
+		a.log.Info("pass", "added", rep.Added, "unpinned", rep.Unpinned, "seeded", rep.Seeded, "refused", len(rep.Refused), "failed", len(rep.Failed), "took", rep.Duration)
+	}
+	return nil
+}
+
+func (a *Agent) summary() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	r := a.st.Last
+	if r == nil {
+		return "idle"
+	}
+	var files int
+	var bytes int64
+	for _, rc := range r.Repos {
+		files += rc.Files
+		bytes += rc.Bytes
+	}
+	return fmt.Sprintf("seeding %d files (%s); last pass %s: %d added, %d unpinned, %d refused",
+		files, seeder.HumanBytes(bytes), r.Started.Format("15:04:05"), r.Added, r.Unpinned, len(r.Refused))
+}
+
+func (a *Agent) setState(state string, next *time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.st.State == "waiting" && state == "idle" {
+		return // still waiting for the retry
+	}
+	a.st.State, a.st.NextRetry = state, next
+}
+
+func (a *Agent) recordError(err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err == nil {
+		a.st.LastError, a.st.NextRetry = "", nil
+		a.st.State = "idle"
+		return
+	}
+	a.st.LastError = err.Error()
+}
+
+func (a *Agent) idleTimer() <-chan time.Time {
+	if a.opts.IdleExit <= 0 {
+		return nil
+	}
+	return time.After(a.opts.IdleExit)
+}
+
+func (a *Agent) idleLongEnough() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.st.State == "idle" && time.Since(a.lastSeen) >= a.opts.IdleExit
+}
+
+// handle answers the control socket.
+func (a *Agent) handle(ctx context.Context, req control.Request, peer control.Peer) control.Response {
+	switch req.Op {
+	case control.OpStatus:
+		b, err := json.Marshal(a.Status())
+		if err != nil {
+			return control.Response{Error: err.Error()}
+		}
+		return control.Response{OK: true, Status: b}
+	case control.OpNotify, control.OpReconcile:
+		a.log.Info("asked to reconcile", "op", req.Op, "targets", len(req.Targets), "uid", peer.UID)
+		a.touch()
+		a.want()
+		return control.Response{OK: true}
+	}
+	return control.Response{Error: "unknown op " + req.Op}
+}
+
+// Status returns a copy of the agent's status.
+func (a *Agent) Status() Status {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	st := a.st
+	st.Watching = append([]string(nil), a.st.Watching...)
+	st.Missing = append([]string(nil), a.st.Missing...)
+	return st
+}
+
+// watch turns file system events into kicks. It watches every CacheDir and the sync db directory;
+// a watched directory that is removed or replaced is looked for again every Rewatch, and its return
+// is a kick (what it holds now is whatever it holds).
+func (a *Agent) watch(ctx context.Context, w *fsnotify.Watcher) {
+	syncDir := filepath.Join(a.opts.Config.DBPath, "sync")
+	dirs := append([]string{syncDir}, a.opts.Config.CacheDirs...)
+	for i, d := range dirs {
+		dirs[i] = filepath.Clean(d)
+	}
+	watched := map[string]bool{}
+	rewatch := func() {
+		var missing []string
+		for _, d := range dirs {
+			if watched[d] {
+				continue
+			}
+			if err := w.Add(d); err != nil {
+				missing = append(missing, d)
+				continue
+			}
+			watched[d] = true
+			a.log.Info("watching", "dir", d)
+			a.want()
+		}
+		a.mu.Lock()
+		a.st.Watching = a.st.Watching[:0]
+		for _, d := range dirs {
+			if watched[d] {
+				a.st.Watching = append(a.st.Watching, d)
+			}
+		}
+		a.st.Missing = missing
+		a.mu.Unlock()
+	}
+	rewatch()
+	tick := time.NewTicker(a.opts.Rewatch)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			rewatch()
+		case ev, ok := <-w.Events:
+			if !ok {
+				return
+			}
+			if watched[ev.Name] && ev.Has(fsnotify.Remove|fsnotify.Rename) {
+				// The directory itself went (or was moved away): its watch is gone with it.
+				_ = w.Remove(ev.Name)
+				delete(watched, ev.Name)
+				a.log.Warn("watched directory gone; looking for it again", "dir", ev.Name)
+				a.event()
+				rewatch()
+				continue
+			}
+			if relevant(ev) {
+				a.event()
+			}
+		case err, ok := <-w.Errors:
+			if !ok {
+				return
+			}
+			if errors.Is(err, fsnotify.ErrEventOverflow) {
+				a.log.Warn("inotify queue overflowed: events were lost; reconciling everything")
+			} else {
+				a.log.Warn("inotify", "err", err)
+			}
+			a.event() // whatever was lost, a pass sees the truth
+		}
+	}
+}
+
+func (a *Agent) event() {
+	a.mu.Lock()
+	a.st.Events++
+	a.lastSeen = time.Now()
+	a.mu.Unlock()
+	a.want()
+}
+
+// relevant filters out what pacman writes on its way to a finished file: partial downloads and its
+// download directories' own churn. A finished file shows as a create or a rename into the directory.
+func relevant(ev fsnotify.Event) bool {
+	name := filepath.Base(ev.Name)
+	if strings.HasSuffix(name, ".part") || ev.Op == fsnotify.Chmod {
+		return false
+	}
+	if strings.HasPrefix(name, "download-") && !ev.Has(fsnotify.Remove) {
+		return false
+	}
+	return true
+}
+
+func (a *Agent) watchdog(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			a.notify("WATCHDOG=1")
+		}
+	}
+}
+
+// notify speaks sd_notify(3); outside systemd (no NOTIFY_SOCKET) it does nothing.
+func (a *Agent) notify(state string) {
+	if _, err := daemon.SdNotify(false, state); err != nil {
+		a.log.Debug("sd_notify", "err", err)
+	}
+}
+
+func firstLine(err error) string {
+	s, _, _ := strings.Cut(err.Error(), "\n")
+	return s
+}
