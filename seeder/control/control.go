@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"syscall"
 	"time"
 )
 
@@ -164,8 +165,9 @@ type noAgentError struct {
 func (e *noAgentError) Error() string { return fmt.Sprintf("no agent at %s: %v", e.path, e.err) }
 func (e *noAgentError) Unwrap() error { return e.err }
 
-// IsNoAgent says whether err means nothing listens at the socket.
+// IsNoAgent says whether err means nothing listens at the socket: it does not exist, or nobody accepts
+// on it. Any other failure to connect (a permission, say) is not "no agent".
 func IsNoAgent(err error) bool {
 	var e *noAgentError
-	return errors.As(err, &e)
+	return errors.As(err, &e) && (errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED))
 }
