@@ -383,3 +383,28 @@ func (c *Client) dagBlocks(ctx context.Context, root cid.Cid) ([]cid.Cid, error)
 func basicAuth(user, pw string) string {
 	return base64.StdEncoding.EncodeToString([]byte(user + ":" + pw))
 }
+
+// Cat streams the file c from the node, which fetches it from its peers as needed.
+func (c *Client) Cat(ctx context.Context, k cid.Cid) (io.ReadCloser, error) {
+	resp, err := c.api.Request("cat", k.String()).Send(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("cat %s: %w", k, err)
+	}
+	if resp.Error != nil {
+		return nil, fmt.Errorf("cat %s: %w", k, resp.Error)
+	}
+	return resp.Output, nil
+}
+
+// Resolve resolves an IPFS path (/ipfs/…, /ipns/… or a DNSLink name under /ipns/) to the CID it names.
+func (c *Client) Resolve(ctx context.Context, p string) (cid.Cid, error) {
+	var out struct{ Path string }
+	if err := c.api.Request("resolve", p).Option("recursive", true).Exec(ctx, &out); err != nil {
+		return cid.Undef, fmt.Errorf("resolve %s: %w", p, err)
+	}
+	k, err := cid.Decode(strings.TrimPrefix(out.Path, "/ipfs/"))
+	if err != nil {
+		return cid.Undef, fmt.Errorf("resolve %s: the node answered %q", p, out.Path)
+	}
+	return k, nil
+}

@@ -1,0 +1,272 @@
+package mirror
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ipfs/go-cid"
+
+	"github.com/pacman-ipfs/pacman-ipfs/alpmdb"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/nodetest"
+)
+
+// fakeIPFS serves some CIDs, after a delay; others never arrive (like a CID nobody provides).
+type fakeIPFS struct {
+	delay time.Duration
+	files map[cid.Cid][]byte
+}
+
+func (f *fakeIPFS) Cat(ctx context.Context, c cid.Cid) (io.ReadCloser, error) {
+	select {
+	case <-time.After(f.delay):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	b, ok := f.files[c]
+	if !ok {
+		<-ctx.Done() // bitswap keeps looking until told to stop
+		return nil, ctx.Err()
+	}
+	return io.NopCloser(bytes.NewReader(b)), nil
+}
+
+func (f *fakeIPFS) Resolve(ctx context.Context, p string) (cid.Cid, error) {
+	return cid.Undef, errors.New("no index")
+}
+
+// fakeMirror is a real HTTP server with an access log.
+type fakeMirror struct {
+	*httptest.Server
+	mu    sync.Mutex
+	log   []string
+	files map[string][]byte
+}
+
+func newMirror(t *testing.T) *fakeMirror {
+	m := &fakeMirror{files: map[string][]byte{}}
+	m.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		m.mu.Lock()
+		m.log = append(m.log, r.URL.Path)
+		b, ok := m.files[r.URL.Path]
+		m.mu.Unlock()
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		if ims := r.Header.Get("If-Modified-Since"); ims != "" {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		w.Write(b)
+	}))
+	t.Cleanup(m.Close)
+	return m
+}
+
+func (m *fakeMirror) requests() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]string(nil), m.log...)
+}
+
+type setup struct {
+	srv    *httptest.Server
+	mirror *fakeMirror
+	ipfs   *fakeIPFS
+	small  []byte
+	large  []byte
+}
+
+func newSetup(t *testing.T) *setup {
+	s := &setup{mirror: newMirror(t), ipfs: &fakeIPFS{files: map[cid.Cid][]byte{}}}
+	s.small = nodetest.Bytes(1, 300<<10)
+	s.large = nodetest.Bytes(2, 3<<20)
+	sig := []byte("a detached signature")
+	ix := alpmdb.NewIndex([]alpmdb.Entry{
+		{Repo: "core", FileName: "small-1-1-x86_64.pkg.tar.zst", Size: int64(len(s.small)), SHA256: sha256.Sum256(s.small), PGPSig: base64.StdEncoding.EncodeToString(sig)},
+		{Repo: "core", FileName: "large-1-1-x86_64.pkg.tar.zst", Size: int64(len(s.large)), SHA256: sha256.Sum256(s.large)},
+	})
+	largeCID := seeder.RawCID([32]byte{42}) // stands for the large file's DAG root
+	srv := New(Options{
+		Index:   func() *alpmdb.Index { return ix },
+		Node:    s.ipfs,
+		Seeded:  func(sum [32]byte) (cid.Cid, bool) { return largeCID, sum == sha256.Sum256(s.large) },
+		Mirrors: []string{s.mirror.URL + "/$repo/os/$arch"},
+		Hedge:   100 * time.Millisecond,
+	})
+	s.ipfs.files[largeCID] = s.large
+	s.srv = httptest.NewServer(srv)
+	t.Cleanup(s.srv.Close)
+	return s
+}
+
+func (s *setup) get(t *testing.T, path string) (int, []byte, error, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	resp, err := http.Get(s.srv.URL + path)
+	if err != nil {
+		return 0, nil, err, time.Since(start)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err, time.Since(start)
+}
+
+func TestFromIPFSWithoutTouchingTheMirror(t *testing.T) {
+	s := newSetup(t)
+	s.ipfs.files[seeder.RawCID(sha256.Sum256(s.small))] = s.small
+	for path, want := range map[string][]byte{"/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst": s.small, "/core/os/x86_64/large-1-1-x86_64.pkg.tar.zst": s.large} {
+		code, body, err, _ := s.get(t, path)
+		if err != nil || code != 200 || !bytes.Equal(body, want) {
+			t.Errorf("%s: %d, %d bytes, %v", path, code, len(body), err)
+		}
+	}
+	if reqs := s.mirror.requests(); len(reqs) != 0 {
+		t.Errorf("the mirror was asked for %v", reqs)
+	}
+}
+
+func TestMirrorAfterHedgeWhenIPFSHasNothing(t *testing.T) {
+	s := newSetup(t)
+	s.mirror.files["/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst"] = s.small
+	code, body, err, took := s.get(t, "/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst")
+	if err != nil || code != 200 || !bytes.Equal(body, s.small) {
+		t.Fatalf("%d, %d bytes, %v", code, len(body), err)
+	}
+	t.Logf("fallback took %s with a 100 ms hedge", took)
+}
+
+func TestSlowIPFSLosesTheRace(t *testing.T) {
+	s := newSetup(t)
+	s.ipfs.delay = 5 * time.Second
+	s.ipfs.files[seeder.RawCID(sha256.Sum256(s.small))] = s.small
+	s.mirror.files["/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst"] = s.small
+	code, body, err, took := s.get(t, "/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst")
+	if err != nil || code != 200 || !bytes.Equal(body, s.small) || took > 3*time.Second {
+		t.Fatalf("%d, %d bytes, %v, after %s", code, len(body), err, took)
+	}
+}
+
+func TestWrongBytesNeverSucceed(t *testing.T) {
+	tests := []struct {
+		name   string
+		mirror []byte
+	}{
+		{name: "one byte changed", mirror: func() []byte { b := bytes.Clone(nodetest.Bytes(1, 300<<10)); b[1000] ^= 1; return b }()},
+		{name: "truncated", mirror: nodetest.Bytes(1, 300<<10)[:200<<10]},
+		{name: "longer than the db says", mirror: append(bytes.Clone(nodetest.Bytes(1, 300<<10)), "trailing"...)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newSetup(t)
+			s.mirror.files["/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst"] = tt.mirror
+			code, body, err, _ := s.get(t, "/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst")
+			if err == nil && code == 200 {
+				t.Fatalf("a bad file was delivered as a success (%d bytes)", len(body))
+			}
+			if len(body) > len(s.small) || bytes.Equal(body, tt.mirror) {
+				t.Errorf("sent %d bytes of a %d-byte file", len(body), len(s.small))
+			}
+		})
+	}
+	t.Run("from IPFS", func(t *testing.T) {
+		s := newSetup(t)
+		bad := bytes.Clone(s.small)
+		bad[7] ^= 1
+		s.ipfs.files[seeder.RawCID(sha256.Sum256(s.small))] = bad
+		if code, _, err, _ := s.get(t, "/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst"); err == nil && code == 200 {
+			t.Fatal("bad bytes from IPFS were delivered as a success")
+		}
+	})
+}
+
+func TestProxiedAndLocalAnswers(t *testing.T) {
+	s := newSetup(t)
+	s.mirror.files["/core/os/x86_64/core.db"] = []byte("a database")
+	s.mirror.files["/extra/os/x86_64/unknown-1-1-any.pkg.tar.zst"] = []byte("not in our dbs")
+	for path, want := range map[string]string{
+		"/core/os/x86_64/core.db":                          "a database",
+		"/extra/os/x86_64/unknown-1-1-any.pkg.tar.zst":     "not in our dbs",
+		"/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst.sig": "a detached signature",
+	} {
+		code, body, err, _ := s.get(t, path)
+		if err != nil || code != 200 || string(body) != want {
+			t.Errorf("%s: %d %q %v", path, code, body, err)
+		}
+	}
+	// pacman's If-Modified-Since on databases reaches the mirror, and its 304 comes back.
+	req, _ := http.NewRequest("GET", s.srv.URL+"/core/os/x86_64/core.db", nil)
+	req.Header.Set("If-Modified-Since", time.Now().UTC().Format(http.TimeFormat))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusNotModified {
+		t.Errorf("conditional db request: %v %v", resp.Status, err)
+	}
+	if strings.Contains(strings.Join(s.mirror.requests(), " "), ".sig") {
+		t.Error("the signature was fetched from the mirror although the db carries it")
+	}
+}
+
+func TestParsePath(t *testing.T) {
+	for path, ok := range map[string]bool{
+		"/core/os/x86_64/zlib-1:1.3.1-2-x86_64.pkg.tar.zst": true,
+		"/core/os/x86_64/core.db":                           true,
+		"/core/os/x86_64/../../../etc/passwd":               false,
+		"/core/os/x86_64/..":                                false,
+		"/core/os/x86_64/.hidden":                           false,
+		"/core/os/x86_64/a/b":                               false,
+		"/core/xx/x86_64/core.db":                           false,
+		"/core/os//core.db":                                 false,
+		"core/os/x86_64/core.db":                            false,
+		"/core/os/x86_64/a%2Fb":                             false,
+		"/core/os/x86_64/a b":                               false,
+		"/core/os/x86_64/-rf":                               false,
+	} {
+		if _, err := ParsePath(path); (err == nil) != ok {
+			t.Errorf("ParsePath(%q): %v, want ok=%v", path, err, ok)
+		}
+	}
+}
+
+func FuzzParsePath(f *testing.F) {
+	for _, s := range []string{"/core/os/x86_64/core.db", "/../os/x/y", "/a/os/b/c.pkg.tar.zst.sig"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		r, err := ParsePath(p)
+		if err != nil {
+			return
+		}
+		for _, s := range []string{r.Repo, r.Arch, r.File} {
+			if strings.ContainsAny(s, "/\\\x00") || strings.Contains(s, "..") || s == "" {
+				t.Fatalf("ParsePath(%q) accepted %q", p, s)
+			}
+		}
+	})
+}
+
+func TestParseMirrorlist(t *testing.T) {
+	in := `## Worldwide
+#Server = https://commented.example/$repo/os/$arch
+Server = https://geo.mirror.pkgbuild.com/$repo/os/$arch
+Server=http://mirror.example:8080/archlinux/$repo/os/$arch   # trailing comment
+Include = /etc/pacman.d/other
+`
+	got, err := ParseMirrorlist(strings.NewReader(in))
+	if err != nil || len(got) != 2 || Expand(got[1], "core", "x86_64") != "http://mirror.example:8080/archlinux/core/os/x86_64" {
+		t.Errorf("got %q, %v", got, err)
+	}
+	if _, err := ParseMirrorlist(strings.NewReader("Server = gopher://x/$repo\n")); err == nil {
+		t.Error("accepted a gopher server")
+	}
+}

@@ -1,0 +1,61 @@
+package mirror
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+)
+
+// holdBack is how much of the end of a file is kept until the whole file is verified: pacman never gets
+// a complete file, and so never a success, unless its size and sha256 match the sync db.
+const holdBack = 64 << 10
+
+// ErrMismatch means the bytes a source sent are not the file the sync db describes.
+var ErrMismatch = errors.New("content does not match the sync db")
+
+// verifier passes bytes to w while hashing them, refuses anything past the expected size, and holds
+// back the last holdBack bytes until Finish has checked size and sha256.
+type verifier struct {
+	w       io.Writer
+	size    int64
+	want    [sha256.Size]byte
+	h       hash.Hash
+	n       int64  // bytes accepted
+	pending []byte // the tail, not yet written
+}
+
+func newVerifier(w io.Writer, size int64, sum [sha256.Size]byte) *verifier {
+	return &verifier{w: w, size: size, want: sum, h: sha256.New(), pending: make([]byte, 0, holdBack)}
+}
+
+func (v *verifier) Write(p []byte) (int, error) {
+	if v.n+int64(len(p)) > v.size {
+		return 0, fmt.Errorf("%w: more than the %d bytes it lists", ErrMismatch, v.size)
+	}
+	v.h.Write(p)
+	v.n += int64(len(p))
+	v.pending = append(v.pending, p...)
+	if over := len(v.pending) - holdBack; over > 0 {
+		if _, err := v.w.Write(v.pending[:over]); err != nil {
+			return 0, err
+		}
+		v.pending = append(v.pending[:0], v.pending[over:]...)
+	}
+	return len(p), nil
+}
+
+// Finish checks what was written and, only if it is the file, writes the held-back tail.
+func (v *verifier) Finish() error {
+	if v.n != v.size {
+		return fmt.Errorf("%w: %d of %d bytes", ErrMismatch, v.n, v.size)
+	}
+	var got [sha256.Size]byte
+	v.h.Sum(got[:0])
+	if got != v.want {
+		return fmt.Errorf("%w: sha256 differs", ErrMismatch)
+	}
+	_, err := v.w.Write(v.pending)
+	return err
+}
