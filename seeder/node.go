@@ -39,6 +39,18 @@ type Referencer interface {
 	CanReference(ctx context.Context, dir string) (bool, string)
 }
 
+// Indexer is implemented by nodes that can keep a mirror-shaped tree of what is seeded (kubo's MFS), so
+// that peers can look up the CIDs of packages larger than one block.
+type Indexer interface {
+	// SetIndex makes the directory dir hold exactly files (paths relative to dir) and returns its CID.
+	SetIndex(ctx context.Context, dir string, files map[string]cid.Cid) (cid.Cid, error)
+}
+
+// NamePublisher is implemented by nodes that can point an IPNS name at the index.
+type NamePublisher interface {
+	PublishName(ctx context.Context, key string, root cid.Cid) (string, error)
+}
+
 // PinPrefix starts the name of every pin the seeder owns; pins without it are never touched.
 const PinPrefix = "pacman-ipfs:"
 

@@ -18,9 +18,11 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"path"
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -36,6 +38,13 @@ type Options struct {
 	Node      Node         // the IPFS node
 	Log       *slog.Logger // nil: discard
 	Progress  io.Writer    // nil: quiet; a terminal gets a progress line during long passes
+	// IndexDir is the node's MFS directory that mirrors what is seeded as <repo>/os/<arch>/<file>, the
+	// layout of an Arch mirror ("" for none). Architectures say where "any" packages go.
+	IndexDir      string
+	Architectures []string
+	// PublishKey, when set, names the IPNS key the index root is published under. Off by default: it
+	// tells the world what this machine holds.
+	PublishKey string
 }
 
 // Seeder runs reconcile passes. Its methods must not be called concurrently.
@@ -71,11 +80,13 @@ type Report struct {
 	AddedBytes  int64                `json:"added_bytes"`
 	Seeded      int                  `json:"already_seeded"` // already pinned before this pass
 	Unpinned    int                  `json:"unpinned"`
-	Refused     []FileNote           `json:"refused"`      // not publishable: normal, and said why
-	Failed      []FileNote           `json:"failed"`       // could not be seeded this time: the pass did not converge
-	Repos       map[string]RepoCount `json:"repos"`        // what is seeded after the pass, per repository
-	CopiedBytes int64                `json:"copied_bytes"` // bytes of seeded files stored a second time in the node (not zero-copy)
-	HashedBytes int64                `json:"hashed_bytes"` // bytes read to verify checksums in this pass
+	Refused     []FileNote           `json:"refused"`              // not publishable: normal, and said why
+	Failed      []FileNote           `json:"failed"`               // could not be seeded this time: the pass did not converge
+	Repos       map[string]RepoCount `json:"repos"`                // what is seeded after the pass, per repository
+	CopiedBytes int64                `json:"copied_bytes"`         // bytes of seeded files stored a second time in the node (not zero-copy)
+	Index       string               `json:"index,omitempty"`      // /ipfs/<cid> of the mirror-shaped index of what is seeded
+	IndexName   string               `json:"index_name,omitempty"` // /ipns/<name> it is published under, when it is
+	HashedBytes int64                `json:"hashed_bytes"`         // bytes read to verify checksums in this pass
 }
 
 // DirReport describes one CacheDir.
@@ -158,6 +169,7 @@ type pass struct {
 	keep      map[cid.Cid]bool // pins the cache accounts for (or will, once added)
 	keepPaths map[string]bool  // paths whose state records survive the pass
 	noCopy    map[string]bool  // by CacheDir
+	indexed   []seed           // seeded files with their CIDs, for the index
 }
 
 // addJob is a verified file and the hash record it was verified under.
@@ -256,7 +268,66 @@ func (ps *pass) run(ctx context.Context) error {
 		ps.rep.Unpinned++
 		ps.s.log.Info("unpinned", "cid", c.String(), "pin", ps.pins[c])
 	}
+	return ps.publishIndex(ctx)
+}
+
+// publishIndex brings the node's mirror-shaped index in line with what is seeded, and publishes its root
+// under the IPNS key when asked. A pass that changed nothing leaves both alone.
+func (ps *pass) publishIndex(ctx context.Context) error {
+	s := ps.s
+	ixr, ok := s.opts.Node.(Indexer)
+	if !ok || s.opts.IndexDir == "" {
+		return nil
+	}
+	files := make(map[string]cid.Cid, len(ps.indexed))
+	for _, sd := range ps.indexed {
+		for _, arch := range archDirs(sd.Name, s.opts.Architectures) {
+			files[path.Join(sd.Repo, "os", arch, sd.Name)] = sd.CID
+		}
+	}
+	sum := fingerprint(files)
+	if sum == s.state.IndexSum && s.state.Index != "" {
+		ps.rep.Index, ps.rep.IndexName = s.state.Index, s.state.IndexName
+		return nil
+	}
+	root, err := ixr.SetIndex(ctx, s.opts.IndexDir, files)
+	if err != nil {
+		return err
+	}
+	s.state.Index, s.state.IndexSum, s.state.IndexName = "/ipfs/"+root.String(), sum, ""
+	ps.rep.Index = s.state.Index
+	if np, ok := s.opts.Node.(NamePublisher); ok && s.opts.PublishKey != "" {
+		name, err := np.PublishName(ctx, s.opts.PublishKey, root)
+		if err != nil {
+			return err
+		}
+		s.state.IndexName, ps.rep.IndexName = name, name
+	}
+	s.log.Info("index updated", "root", s.state.Index, "files", len(files), "name", s.state.IndexName)
 	return nil
+}
+
+// archDirs is where a package file goes in a mirror: its own architecture's directory, or every
+// configured one for an "any" package, as on Arch's mirrors.
+func archDirs(file string, arches []string) []string {
+	base, _, _ := strings.Cut(file, ".pkg.tar")
+	arch := base[strings.LastIndexByte(base, '-')+1:]
+	if arch != "any" {
+		return []string{arch}
+	}
+	if len(arches) == 0 {
+		return []string{"x86_64"}
+	}
+	return arches
+}
+
+func fingerprint(files map[string]cid.Cid) string {
+	keys := slices.Sorted(maps.Keys(files))
+	h := sha256.New()
+	for _, k := range keys {
+		fmt.Fprintf(h, "%s %s\n", k, files[k])
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 func (ps *pass) seeded(sd seed) {
@@ -266,6 +337,7 @@ func (ps *pass) seeded(sd seed) {
 }
 
 func (ps *pass) seededLocked(sd seed) {
+	ps.indexed = append(ps.indexed, sd)
 	ps.keep[sd.CID] = true
 	ps.rep.Seeded++
 	ps.rep.count(sd)
@@ -296,6 +368,8 @@ func (ps *pass) add(ctx context.Context, j addJob) error {
 		ps.s.state.CIDs[hex.EncodeToString(sd.SHA256[:])] = c.String()
 	}
 	ps.keep[c] = true
+	sd.CID = c
+	ps.indexed = append(ps.indexed, sd)
 	ps.rep.Added++
 	ps.rep.AddedBytes += sd.Size
 	sd.CID = c
@@ -426,6 +500,21 @@ func (s *Seeder) knownCID(sum [sha256.Size]byte, size int64) cid.Cid {
 		return c
 	}
 	return cid.Undef
+}
+
+// SeededCIDs returns, for every file the last pass verified, its sha256 and CID (when known). It must
+// not be called during a pass.
+func (s *Seeder) SeededCIDs() map[[sha256.Size]byte]cid.Cid {
+	out := make(map[[sha256.Size]byte]cid.Cid, len(s.state.Files))
+	for _, rec := range s.state.Files {
+		if rec.Repo == "" {
+			continue
+		}
+		if c := s.knownCID(rec.SHA256, rec.Size); c.Defined() {
+			out[rec.SHA256] = c
+		}
+	}
+	return out
 }
 
 // fileError is a failure of one file (it changed or vanished), as opposed to a failure of the node.

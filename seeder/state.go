@@ -52,6 +52,8 @@ type state struct {
 	Files   map[string]*record // by absolute path
 	CIDs    map[string]string  // sha256 (hex) to CID, for files of more than one block
 	Last    *Report            `json:",omitempty"`
+	// The index last written to the node, and a fingerprint of what it holds.
+	Index, IndexSum, IndexName string `json:",omitempty"`
 }
 
 func newState() *state {

@@ -5,26 +5,81 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
+	"net/http"
 	"os"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/activation"
+	"github.com/ipfs/go-cid"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/agent"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/control"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/mirror"
 )
+
+// multiFlag is a repeatable string flag.
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+// lazyKubo connects to kubo on first use and again after a failed attempt, so that the agent and its
+// endpoint start before kubo does.
+type lazyKubo struct {
+	addr string
+	mu   sync.Mutex
+	c    *kubo.Client
+}
+
+func (l *lazyKubo) client(ctx context.Context) (*kubo.Client, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.c != nil {
+		return l.c, nil
+	}
+	c, err := kubo.Dial(ctx, l.addr)
+	if err != nil {
+		return nil, err
+	}
+	l.c = c
+	return c, nil
+}
+
+func (l *lazyKubo) Cat(ctx context.Context, k cid.Cid) (io.ReadCloser, error) {
+	c, err := l.client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.Cat(ctx, k)
+}
+
+func (l *lazyKubo) Resolve(ctx context.Context, p string) (cid.Cid, error) {
+	c, err := l.client(ctx)
+	if err != nil {
+		return cid.Undef, err
+	}
+	return c.Resolve(ctx, p)
+}
 
 func runAgent(ctx context.Context, args []string) error {
 	var (
-		c        common
-		listen   string
-		group    string
-		idleExit time.Duration
-		quiet    time.Duration
+		c          common
+		listen     string
+		group      string
+		idleExit   time.Duration
+		quiet      time.Duration
+		httpAddr   string
+		mirrorlist string
+		indexes    multiFlag
+		hedge      time.Duration
 	)
 	if err := parse("agent", "Keep the node in step with pacman's caches: watch every CacheDir and the sync dbs, reconcile\nafter each burst of changes, answer the control socket. Started by systemd socket activation\n(pacman-ipfs.socket) or by hand with --listen.", args, func(fs *flag.FlagSet) {
 		c.register(fs)
@@ -32,6 +87,10 @@ func runAgent(ctx context.Context, args []string) error {
 		fs.StringVar(&group, "socket-group", "", "`group` whose members may ask for work over the control socket (root always may)")
 		fs.DurationVar(&idleExit, "idle-exit", 0, "exit after this long with nothing to do (0: never); the next socket activation catches up")
 		fs.DurationVar(&quiet, "quiet", 2*time.Second, "how long changes must stop before a reconcile starts")
+		fs.StringVar(&httpAddr, "http", "", "serve a pacman mirror on this loopback `address` (e.g. 127.0.0.1:7878) that fetches packages over IPFS")
+		fs.StringVar(&mirrorlist, "mirrorlist", "/etc/pacman.d/mirrorlist", "the real mirrors the endpoint races and falls back to (`file`)")
+		fs.Var(&indexes, "index", "an index `root` to find larger packages' CIDs in: /ipfs/..., /ipns/... or a DNSLink name (repeatable)")
+		fs.DurationVar(&hedge, "hedge", 300*time.Millisecond, "how long IPFS has to deliver first bytes before the mirrors start too")
 	}); err != nil {
 		return err
 	}
@@ -44,7 +103,7 @@ func runAgent(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	ln, err := controlListener(listen)
+	ln, httpLn, err := listeners(listen, httpAddr)
 	if err != nil {
 		return err
 	}
@@ -53,19 +112,42 @@ func runAgent(ctx context.Context, args []string) error {
 	} else {
 		defer ln.Close()
 	}
-	api := kubo.ResolveAPI(c.api)
+	api := &lazyKubo{addr: kubo.ResolveAPI(c.api)}
 	a := agent.New(agent.Options{
 		Config:   cfg,
+		Seeder:   c.seederOptions(cfg, nil, log),
 		StateDir: c.stateDir,
 		Dial: func(ctx context.Context) (seeder.Node, error) {
-			return kubo.Dial(ctx, api)
+			return api.client(ctx)
 		},
-		API:      kubo.Redact(api),
+		API:      kubo.Redact(api.addr),
 		Auth:     auth,
 		Log:      log,
 		Quiet:    quiet,
 		IdleExit: idleExit,
 	})
+	if httpLn != nil {
+		mirrors, err := mirror.ReadMirrorlist(mirrorlist)
+		if err != nil {
+			return fmt.Errorf("the mirror endpoint needs the real mirrors: %w", err)
+		}
+		srv := &http.Server{
+			Handler: mirror.New(mirror.Options{
+				Index: a.Index, Node: api, Seeded: a.Seeded,
+				Mirrors: mirrors, Indexes: indexes, Hedge: hedge, Log: log,
+			}),
+			ReadHeaderTimeout: 5 * time.Second,
+			MaxHeaderBytes:    16 << 10,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		}
+		go func() {
+			if err := srv.Serve(httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("mirror endpoint stopped", "err", err)
+			}
+		}()
+		defer srv.Close()
+		log.Info("mirror endpoint", "addr", httpLn.Addr().String(), "mirrors", len(mirrors), "indexes", len(indexes))
+	}
 	err = a.Run(ctx, ln)
 	if errors.Is(ctx.Err(), context.Canceled) {
 		return nil // SIGTERM: a clean stop
@@ -73,17 +155,44 @@ func runAgent(ctx context.Context, args []string) error {
 	return err
 }
 
-// controlListener returns the socket systemd passed (LISTEN_FDS), or one created at path, or nil.
-func controlListener(path string) (net.Listener, error) {
+// listeners returns the control socket and the mirror endpoint's socket: those systemd passed
+// (LISTEN_FDS; a Unix socket is the control socket, a TCP one the endpoint), else those created from the
+// flags. The endpoint only ever listens on loopback.
+func listeners(controlPath, httpAddr string) (control, web net.Listener, err error) {
 	lns, err := activation.Listeners()
 	if err != nil {
-		return nil, fmt.Errorf("socket activation: %w", err)
+		return nil, nil, fmt.Errorf("socket activation: %w", err)
 	}
 	for _, ln := range lns {
-		if ln != nil {
-			return ln, nil
+		switch a := ln.(type) {
+		case nil:
+		case *net.UnixListener:
+			control = a
+		case *net.TCPListener:
+			web = a
 		}
 	}
+	if control == nil {
+		if control, err = controlListener(controlPath); err != nil {
+			return nil, nil, err
+		}
+	}
+	if web == nil && httpAddr != "" {
+		if web, err = net.Listen("tcp", httpAddr); err != nil {
+			return nil, nil, fmt.Errorf("mirror endpoint: %w", err)
+		}
+	}
+	if web != nil {
+		if ta, ok := web.Addr().(*net.TCPAddr); !ok || !ta.IP.IsLoopback() {
+			web.Close()
+			return nil, nil, fmt.Errorf("mirror endpoint %s: only a loopback address is allowed", web.Addr())
+		}
+	}
+	return control, web, nil
+}
+
+// controlListener creates the control socket at path, or returns nil for "".
+func controlListener(path string) (net.Listener, error) {
 	if path == "" {
 		return nil, nil
 	}

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder"
 )
 
 // DefaultStateDir is where the agent and `sync` keep hash results and the last report
@@ -22,6 +23,8 @@ type common struct {
 	api        string
 	stateDir   string
 	verbose    bool
+	indexDir   string
+	publishKey string
 }
 
 func (c *common) register(fs *flag.FlagSet) {
@@ -29,6 +32,21 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.api, "api", "", "kubo RPC `address`, a multiaddr or http URL (default: $IPFS_PATH/api, then /ip4/127.0.0.1/tcp/5001)")
 	fs.StringVar(&c.stateDir, "state-dir", envOr("PACMAN_IPFS_STATE_DIR", DefaultStateDir), "`dir`ectory for hash results and the last report ($PACMAN_IPFS_STATE_DIR)")
 	fs.BoolVar(&c.verbose, "v", false, "log every file seeded and unpinned")
+	fs.StringVar(&c.indexDir, "index-dir", "/pacman-ipfs", "the node's MFS `dir`ectory that mirrors what is seeded as <repo>/os/<arch>/<file> (\"\" for none)")
+	fs.StringVar(&c.publishKey, "publish-index", "", "publish the index root under this IPNS `key` (off: it tells the world what this machine holds)")
+}
+
+// seederOptions are the seeder's options from the flags and pacman's configuration.
+func (c *common) seederOptions(cfg *alpmdb.Config, node seeder.Node, log *slog.Logger) seeder.Options {
+	return seeder.Options{
+		CacheDirs:     cfg.CacheDirs,
+		StateDir:      c.stateDir,
+		Node:          node,
+		Log:           log,
+		IndexDir:      c.indexDir,
+		Architectures: cfg.Architectures,
+		PublishKey:    c.publishKey,
+	}
 }
 
 // parse parses args into a new flag set; -h prints usage and succeeds.

@@ -18,15 +18,17 @@ import (
 
 // status is what `status --json` prints; the text form says the same.
 type status struct {
-	Agent    *agentStatus                `json:"agent"` // null when no agent answers
-	Node     nodeStatus                  `json:"node"`
-	LastSync *syncStatus                 `json:"last_sync"` // null before the first pass
-	Seeded   seeder.RepoCount            `json:"seeded"`
-	Repos    map[string]seeder.RepoCount `json:"repos"`
-	Dirs     []seeder.DirReport          `json:"cache_dirs"`
-	DBs      []seeder.DBReport           `json:"dbs"`
-	Refused  []seeder.FileNote           `json:"refused"`
-	Failed   []seeder.FileNote           `json:"failed"`
+	Agent     *agentStatus                `json:"agent"` // null when no agent answers
+	Node      nodeStatus                  `json:"node"`
+	LastSync  *syncStatus                 `json:"last_sync"`            // null before the first pass
+	Index     string                      `json:"index,omitempty"`      // /ipfs/<cid> of the mirror-shaped index of what is seeded
+	IndexName string                      `json:"index_name,omitempty"` // the IPNS name it is published under
+	Seeded    seeder.RepoCount            `json:"seeded"`
+	Repos     map[string]seeder.RepoCount `json:"repos"`
+	Dirs      []seeder.DirReport          `json:"cache_dirs"`
+	DBs       []seeder.DBReport           `json:"dbs"`
+	Refused   []seeder.FileNote           `json:"refused"`
+	Failed    []seeder.FileNote           `json:"failed"`
 }
 
 type agentStatus struct {
@@ -106,6 +108,7 @@ func runStatus(ctx context.Context, args []string) error {
 		st.LastSync = &syncStatus{Started: rep.Started, Seconds: rep.Duration.Seconds(), Converged: rep.Converged(),
 			Added: rep.Added, Unpinned: rep.Unpinned, CopiedBytes: rep.CopiedBytes}
 		st.Repos, st.Dirs, st.DBs, st.Refused, st.Failed = rep.Repos, rep.Dirs, rep.DBs, rep.Refused, rep.Failed
+		st.Index, st.IndexName = rep.Index, rep.IndexName
 		for _, rc := range rep.Repos {
 			st.Seeded.Files += rc.Files
 			st.Seeded.Bytes += rc.Bytes
@@ -184,6 +187,9 @@ func printStatus(w io.Writer, st *status) {
 		fmt.Fprintf(w, "cache:     %s: %s (%s)\n", d.Dir, mode, d.Why)
 	}
 	fmt.Fprintf(w, "stored twice: %s (bytes of the cache copied into the node's repo)\n", seeder.HumanBytes(ls.CopiedBytes))
+	if st.Index != "" {
+		fmt.Fprintf(w, "index:     %s %s\n", st.Index, st.IndexName)
+	}
 	for _, db := range st.DBs {
 		if db.Err != "" {
 			fmt.Fprintf(w, "sync db %s: %s\n", db.Repo, db.Err)

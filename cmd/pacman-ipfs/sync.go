@@ -34,13 +34,9 @@ func runSync(ctx context.Context, args []string) error {
 	for _, p := range ix.Problems() {
 		log.Warn("sync db skipped", "err", p)
 	}
-	s := seeder.New(seeder.Options{
-		CacheDirs: cfg.CacheDirs,
-		StateDir:  c.stateDir,
-		Node:      node,
-		Log:       log,
-		Progress:  terminal(os.Stderr),
-	})
+	opts := c.seederOptions(cfg, node, log)
+	opts.Progress = terminal(os.Stderr)
+	s := seeder.New(opts)
 	rep, err := s.Sync(ctx, ix)
 	printSummary(os.Stdout, rep)
 	if err != nil {
@@ -72,6 +68,9 @@ func printSummary(w io.Writer, r *seeder.Report) {
 		if db.Err != "" {
 			fmt.Fprintf(w, "sync db %s skipped: %s\n", db.Repo, db.Err)
 		}
+	}
+	if r.Index != "" {
+		fmt.Fprintf(w, "index: %s %s\n", r.Index, r.IndexName)
 	}
 	printNotes(w, "refused", r.Refused)
 	printNotes(w, "failed", r.Failed)

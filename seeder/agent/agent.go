@@ -10,6 +10,7 @@ package agent
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,10 +20,12 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/fsnotify/fsnotify"
+	"github.com/ipfs/go-cid"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder"
@@ -31,7 +34,10 @@ import (
 
 // Options configure an Agent.
 type Options struct {
-	Config   *alpmdb.Config
+	Config *alpmdb.Config
+	// Seeder is the seeder's configuration; the agent fills in Node. When its CacheDirs is empty the
+	// Config's are used.
+	Seeder   seeder.Options
 	StateDir string
 	// Dial connects to the IPFS node. The agent calls it again, with backoff, while it fails.
 	Dial func(ctx context.Context) (seeder.Node, error)
@@ -58,6 +64,22 @@ type Agent struct {
 	mu       sync.Mutex
 	st       Status
 	lastSeen time.Time // last control connection or event, for IdleExit
+
+	index  atomic.Pointer[alpmdb.Index]                  // the sync dbs as last loaded
+	seeded atomic.Pointer[map[[sha256.Size]byte]cid.Cid] // what the last pass seeded
+}
+
+// Index returns the sync-db index the last pass used, or nil before the first.
+func (a *Agent) Index() *alpmdb.Index { return a.index.Load() }
+
+// Seeded returns the CID of a file the last pass found seeded with this sha256.
+func (a *Agent) Seeded(sum [sha256.Size]byte) (cid.Cid, bool) {
+	m := a.seeded.Load()
+	if m == nil {
+		return cid.Undef, false
+	}
+	c, ok := (*m)[sum]
+	return c, ok
 }
 
 // Status is the agent's answer to a status request.
@@ -232,7 +254,15 @@ func (a *Agent) pass(ctx context.Context, s **seeder.Seeder, ix **alpmdb.Index) 
 		if err != nil {
 			return err
 		}
-		*s = seeder.New(seeder.Options{CacheDirs: a.opts.Config.CacheDirs, StateDir: a.opts.StateDir, Node: node, Log: a.log})
+		opts := a.opts.Seeder
+		if len(opts.CacheDirs) == 0 {
+			opts.CacheDirs = a.opts.Config.CacheDirs
+		}
+		if opts.StateDir == "" {
+			opts.StateDir = a.opts.StateDir
+		}
+		opts.Node, opts.Log = node, a.log
+		*s = seeder.New(opts)
 	}
 	loaded, err := alpmdb.Load(ctx, a.opts.Config)
 	if err != nil {
@@ -242,7 +272,10 @@ func (a *Agent) pass(ctx context.Context, s **seeder.Seeder, ix **alpmdb.Index) 
 		a.log.Warn("sync db skipped", "err", p)
 	}
 	*ix = loaded
+	a.index.Store(loaded)
 	rep, err := (*s).Sync(ctx, *ix)
+	seeded := (*s).SeededCIDs()
+	a.seeded.Store(&seeded)
 	a.mu.Lock()
 	a.st.Passes++
 	if rep != nil {

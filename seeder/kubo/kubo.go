@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"time"
@@ -407,4 +408,81 @@ func (c *Client) Resolve(ctx context.Context, p string) (cid.Cid, error) {
 		return cid.Undef, fmt.Errorf("resolve %s: the node answered %q", p, out.Path)
 	}
 	return k, nil
+}
+
+// SetIndex makes the MFS directory dir hold exactly files (paths relative to dir, to CIDs) and returns
+// dir's CID. Only differences are written: a pass that changed nothing of the cache changes nothing here.
+func (c *Client) SetIndex(ctx context.Context, dir string, files map[string]cid.Cid) (cid.Cid, error) {
+	have := map[string]cid.Cid{}
+	if err := c.walkMFS(ctx, dir, "", have); err != nil {
+		return cid.Undef, err
+	}
+	for p, k := range have {
+		if want, ok := files[p]; !ok || !want.Equals(k) {
+			if err := c.api.Request("files/rm", path.Join(dir, p)).Option("force", true).Option("flush", false).Exec(ctx, nil); err != nil {
+				return cid.Undef, fmt.Errorf("index: remove %s: %w", p, err)
+			}
+		}
+	}
+	for p, k := range files {
+		if h, ok := have[p]; ok && h.Equals(k) {
+			continue
+		}
+		if err := c.api.Request("files/cp", "/ipfs/"+k.String(), path.Join(dir, p)).Option("parents", true).Option("flush", false).Exec(ctx, nil); err != nil {
+			return cid.Undef, fmt.Errorf("index: add %s: %w", p, err)
+		}
+	}
+	if len(files) == 0 && len(have) == 0 {
+		if err := c.api.Request("files/mkdir", dir).Option("parents", true).Exec(ctx, nil); err != nil {
+			return cid.Undef, fmt.Errorf("index: mkdir %s: %w", dir, err)
+		}
+	}
+	if err := c.api.Request("files/flush", dir).Exec(ctx, nil); err != nil {
+		return cid.Undef, fmt.Errorf("index: flush %s: %w", dir, err)
+	}
+	var st struct{ Hash string }
+	if err := c.api.Request("files/stat", dir).Exec(ctx, &st); err != nil {
+		return cid.Undef, fmt.Errorf("index: stat %s: %w", dir, err)
+	}
+	return cid.Decode(st.Hash)
+}
+
+// walkMFS lists the files below dir/rel into out. A missing dir is empty.
+func (c *Client) walkMFS(ctx context.Context, dir, rel string, out map[string]cid.Cid) error {
+	var ls struct {
+		Entries []struct {
+			Name string
+			Type int
+			Hash string
+		}
+	}
+	err := c.api.Request("files/ls", path.Join(dir, rel)).Option("long", true).Option("U", true).Exec(ctx, &ls)
+	if err != nil {
+		if strings.Contains(err.Error(), "does not exist") {
+			return nil
+		}
+		return fmt.Errorf("index: list %s: %w", path.Join(dir, rel), err)
+	}
+	for _, e := range ls.Entries {
+		p := path.Join(rel, e.Name)
+		if e.Type == 1 {
+			if err := c.walkMFS(ctx, dir, p, out); err != nil {
+				return err
+			}
+			continue
+		}
+		if k, err := cid.Decode(e.Hash); err == nil {
+			out[p] = k
+		}
+	}
+	return nil
+}
+
+// PublishName points the IPNS name of key at root. allow-offline lets it work before any peer is known.
+func (c *Client) PublishName(ctx context.Context, key string, root cid.Cid) (string, error) {
+	var out struct{ Name string }
+	if err := c.api.Request("name/publish", "/ipfs/"+root.String()).Option("key", key).Option("allow-offline", true).Exec(ctx, &out); err != nil {
+		return "", fmt.Errorf("publish the index under key %q: %w", key, err)
+	}
+	return "/ipns/" + out.Name, nil
 }
