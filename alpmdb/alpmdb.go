@@ -18,6 +18,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	alpm "github.com/Jguer/go-alpm/v2"
@@ -53,6 +54,35 @@ type DB struct {
 	Path     string
 	Packages int
 	Err      error // nil when it loaded; a *DBError otherwise
+	stamp    stamp
+}
+
+// stamp identifies a version of a db file: pacman replaces a db by renaming a new file into place.
+type stamp struct {
+	ino, size, mtime int64
+}
+
+func stampOf(path string) stamp {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return stamp{}
+	}
+	return stamp{ino: int64(st.Ino), size: st.Size, mtime: st.Mtim.Nano()}
+}
+
+// Stale says whether any sync db cfg names is not the file this index was loaded from (replaced by
+// pacman -Sy, appeared, vanished), or cfg names other repositories. It only stats the files.
+func (ix *Index) Stale(cfg *Config) bool {
+	if len(ix.dbs) != len(cfg.Repos) {
+		return true
+	}
+	for i, r := range cfg.Repos {
+		d := ix.dbs[i]
+		if d.Repo != r.Name || stampOf(cfg.SyncDBPath(r.Name)) != d.stamp {
+			return true
+		}
+	}
+	return false
 }
 
 // DBError says why a sync database could not be used.
@@ -137,6 +167,8 @@ func Load(ctx context.Context, cfg *Config) (*Index, error) {
 			return nil, err
 		}
 		d := DB{Repo: r.Name, Path: cfg.SyncDBPath(r.Name)}
+		// Stamped before reading: a db replaced while it is read makes the index stale, never falsely fresh.
+		d.stamp = stampOf(d.Path)
 		d.Packages, d.Err = loadDB(h, cfg, ix, d)
 		if d.Err == nil {
 			loaded++

@@ -260,6 +260,10 @@ func (ps *pass) run(ctx context.Context) error {
 	if err := context.Cause(ctx); err != nil {
 		return err
 	}
+	// The index first: it must never point at blocks the unpins below are about to drop.
+	if err := ps.publishIndex(ctx); err != nil {
+		return err
+	}
 	// Unpin only now: a large file's CID is known only once it was added, and it may be pinned already.
 	for _, c := range unpins(ps.pins, ps.keep) {
 		if err := ps.s.opts.Node.Unpin(ctx, c); err != nil {
@@ -268,7 +272,7 @@ func (ps *pass) run(ctx context.Context) error {
 		ps.rep.Unpinned++
 		ps.s.log.Info("unpinned", "cid", c.String(), "pin", ps.pins[c])
 	}
-	return ps.publishIndex(ctx)
+	return nil
 }
 
 // publishIndex brings the node's mirror-shaped index in line with what is seeded, and publishes its root

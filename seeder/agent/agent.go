@@ -65,12 +65,32 @@ type Agent struct {
 	st       Status
 	lastSeen time.Time // last control connection or event, for IdleExit
 
+	loadMu sync.Mutex                                    // one reload of the index at a time
 	index  atomic.Pointer[alpmdb.Index]                  // the sync dbs as last loaded
 	seeded atomic.Pointer[map[[sha256.Size]byte]cid.Cid] // what the last pass seeded
 }
 
-// Index returns the sync-db index the last pass used, or nil before the first.
-func (a *Agent) Index() *alpmdb.Index { return a.index.Load() }
+// Index returns the index of the sync dbs as they are on disk now: the mirror endpoint must never judge
+// a package by an older db (pacman -Syu downloads packages right after replacing the dbs). A changed db
+// is reloaded here, at once; nil when no db can be read.
+func (a *Agent) Index() *alpmdb.Index {
+	if ix := a.index.Load(); ix != nil && !ix.Stale(a.opts.Config) {
+		return ix
+	}
+	a.loadMu.Lock()
+	defer a.loadMu.Unlock()
+	ix := a.index.Load()
+	if ix != nil && !ix.Stale(a.opts.Config) {
+		return ix
+	}
+	fresh, err := alpmdb.Load(context.Background(), a.opts.Config)
+	if err != nil {
+		a.log.Warn("sync dbs unreadable; the endpoint proxies everything", "err", err)
+		return ix
+	}
+	a.index.Store(fresh)
+	return fresh
+}
 
 // Seeded returns the CID of a file the last pass found seeded with this sha256.
 func (a *Agent) Seeded(sum [sha256.Size]byte) (cid.Cid, bool) {

@@ -414,12 +414,24 @@ func (c *Client) Resolve(ctx context.Context, p string) (cid.Cid, error) {
 // dir's CID. Only differences are written: a pass that changed nothing of the cache changes nothing here.
 func (c *Client) SetIndex(ctx context.Context, dir string, files map[string]cid.Cid) (cid.Cid, error) {
 	have := map[string]cid.Cid{}
-	if err := c.walkMFS(ctx, dir, "", have); err != nil {
-		return cid.Undef, err
+	// Listing reads every entry's block; one that is gone (dropped by hand, or by a crash between an
+	// unpin and an index update) would have kubo search the network for it. Bound the walk, and on any
+	// failure start the directory afresh: rebuilding it only costs a request per file.
+	wctx, cancel := context.WithTimeout(ctx, indexWalkTimeout)
+	err := c.walkMFS(wctx, dir, "", have)
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return cid.Undef, ctx.Err()
+		}
+		if err := c.api.Request("files/rm", dir).Option("force", true).Exec(ctx, nil); err != nil && !strings.Contains(err.Error(), "does not exist") {
+			return cid.Undef, fmt.Errorf("index: %s is unreadable and cannot be removed: %w", dir, err)
+		}
+		clear(have)
 	}
 	for p, k := range have {
 		if want, ok := files[p]; !ok || !want.Equals(k) {
-			if err := c.api.Request("files/rm", path.Join(dir, p)).Option("force", true).Option("flush", false).Exec(ctx, nil); err != nil {
+			if err := c.api.Request("files/rm", path.Join(dir, p)).Option("force", true).Exec(ctx, nil); err != nil {
 				return cid.Undef, fmt.Errorf("index: remove %s: %w", p, err)
 			}
 		}
@@ -428,12 +440,16 @@ func (c *Client) SetIndex(ctx context.Context, dir string, files map[string]cid.
 		if h, ok := have[p]; ok && h.Equals(k) {
 			continue
 		}
-		if err := c.api.Request("files/cp", "/ipfs/"+k.String(), path.Join(dir, p)).Option("parents", true).Option("flush", false).Exec(ctx, nil); err != nil {
+		if err := c.api.Request("files/mkdir", path.Join(dir, path.Dir(p))).Option("parents", true).Option("cid-version", 1).Option("flush", false).Exec(ctx, nil); err != nil {
+			return cid.Undef, fmt.Errorf("index: mkdir for %s: %w", p, err)
+		}
+		if err := c.api.Request("files/cp", "/ipfs/"+k.String(), path.Join(dir, p)).Option("flush", false).Exec(ctx, nil); err != nil {
 			return cid.Undef, fmt.Errorf("index: add %s: %w", p, err)
 		}
 	}
-	if len(files) == 0 && len(have) == 0 {
-		if err := c.api.Request("files/mkdir", dir).Option("parents", true).Exec(ctx, nil); err != nil {
+	if len(have) == 0 {
+		// A CIDv1 directory, like the files in it, whatever the node's defaults.
+		if err := c.api.Request("files/mkdir", dir).Option("parents", true).Option("cid-version", 1).Exec(ctx, nil); err != nil {
 			return cid.Undef, fmt.Errorf("index: mkdir %s: %w", dir, err)
 		}
 	}
@@ -446,6 +462,9 @@ func (c *Client) SetIndex(ctx context.Context, dir string, files map[string]cid.
 	}
 	return cid.Decode(st.Hash)
 }
+
+// indexWalkTimeout bounds listing the index; a healthy one of 10,000 files lists in well under it.
+var indexWalkTimeout = 20 * time.Second
 
 // walkMFS lists the files below dir/rel into out. A missing dir is empty.
 func (c *Client) walkMFS(ctx context.Context, dir, rel string, out map[string]cid.Cid) error {

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ipfs/go-cid"
+
 	"github.com/pacman-ipfs/pacman-ipfs/seeder"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo/kubotest"
@@ -133,5 +135,56 @@ func TestNoCopyAndUnpinLeavesNoFilestoreReference(t *testing.T) {
 	}
 	if out, err := n.TryIPFS(t, "block", "stat", "--offline", root.String()); err == nil {
 		t.Errorf("root block still present after unpin: %s", out)
+	}
+}
+
+func TestSetIndex(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts kubo")
+	}
+	n := kubotest.Start(t, kubotest.Options{})
+	c := dial(t, n)
+	ctx := context.Background()
+	add := func(name string, data []byte) cid.Cid {
+		k, err := c.Add(ctx, seeder.File{Path: "/c/" + name, PinName: seeder.PinPrefix + "core/" + name, Size: int64(len(data)), Content: bytes.NewReader(data)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	a, b := add("a", nodetest.Bytes(1, 1000)), add("b", nodetest.Bytes(2, 2<<20))
+	set := func(files map[string]cid.Cid) string {
+		t.Helper()
+		root, err := c.SetIndex(ctx, "/pacman-ipfs", files)
+		if err != nil {
+			t.Fatalf("SetIndex: %v", err)
+		}
+		if root.Version() != 1 {
+			t.Errorf("index root %s is not CIDv1", root)
+		}
+		return root.String()
+	}
+	r1 := set(map[string]cid.Cid{"core/os/x86_64/a": a, "extra/os/x86_64/b": b})
+	if got := n.IPFS(t, "resolve", "/ipfs/"+r1+"/extra/os/x86_64/b"); got != "/ipfs/"+b.String() {
+		t.Errorf("resolve through the index: %s, want /ipfs/%s", got, b)
+	}
+	if r2 := set(map[string]cid.Cid{"core/os/x86_64/a": a, "extra/os/x86_64/b": b}); r2 != r1 {
+		t.Errorf("the same files gave another root: %s, %s", r1, r2)
+	}
+	r3 := set(map[string]cid.Cid{"core/os/x86_64/a": a})
+	if out, err := n.TryIPFS(t, "resolve", "/ipfs/"+r3+"/extra/os/x86_64/b"); err == nil {
+		t.Errorf("b still in the index after its removal: %s", out)
+	}
+
+	// An entry whose blocks are gone (dropped behind the index's back) does not wedge the index.
+	set(map[string]cid.Cid{"core/os/x86_64/a": a, "extra/os/x86_64/b": b})
+	if err := c.Unpin(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	kubo.SetIndexWalkTimeout(2 * time.Second)
+	defer kubo.SetIndexWalkTimeout(20 * time.Second)
+	r4 := set(map[string]cid.Cid{"core/os/x86_64/a": a})
+	if got := n.IPFS(t, "resolve", "/ipfs/"+r4+"/core/os/x86_64/a"); got != "/ipfs/"+a.String() {
+		t.Errorf("after recovering from a dangling entry: %s", got)
 	}
 }

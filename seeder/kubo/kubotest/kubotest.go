@@ -501,6 +501,27 @@ func (n *Node) Kill(t testing.TB) {
 	<-n.done
 }
 
+// Pause freezes the daemon (SIGSTOP) without ending it: its peers and clients see it hang, as they would
+// a node on a stalled link. Resume (also run at cleanup) lets it go on.
+func (n *Node) Pause(t testing.TB) {
+	t.Helper()
+	if !n.running() {
+		t.Fatalf("kubotest: Pause: daemon %s is not running", n.RepoDir)
+	}
+	if err := n.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatalf("kubotest: SIGSTOP daemon %s: %v", n.RepoDir, err)
+	}
+	t.Cleanup(func() { n.Resume(t) })
+}
+
+// Resume continues a paused daemon.
+func (n *Node) Resume(t testing.TB) {
+	t.Helper()
+	if n.running() {
+		_ = n.cmd.Process.Signal(syscall.SIGCONT)
+	}
+}
+
 // Restart stops the daemon (if running) and starts it again on the same
 // repo. Ports change; the address fields are refreshed.
 func (n *Node) Restart(t testing.TB) {

@@ -1,0 +1,298 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pacman-ipfs/pacman-ipfs/alpmdb/alpmtest"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo/kubotest"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/memnode"
+)
+
+// httpMirror serves a repo directory like an Arch mirror (/<repo>/os/<arch>/<file>) on loopback, keeps
+// an access log, and can be told to serve some files tampered.
+type httpMirror struct {
+	url      string
+	mu       sync.Mutex
+	log      []string
+	tampered map[string]bool
+}
+
+func startMirror(t *testing.T, repo *alpmtest.Repo) *httpMirror {
+	t.Helper()
+	m := &httpMirror{tampered: map[string]bool{}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		file := filepath.Base(r.URL.Path)
+		m.mu.Lock()
+		m.log = append(m.log, file)
+		bad := m.tampered[file]
+		m.mu.Unlock()
+		b, err := os.ReadFile(filepath.Join(repo.Dir, file))
+		if err != nil {
+			http.NotFound(w, r)
+			return
+		}
+		if bad {
+			b[len(b)/3] ^= 0x55
+		}
+		http.ServeContent(w, r, file, time.Unix(1700000000, 0), bytes.NewReader(b))
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	m.url = "http://" + ln.Addr().String()
+	return m
+}
+
+// packageRequests lists the package files (not databases) the mirror was asked for.
+func (m *httpMirror) packageRequests() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	for _, f := range m.log {
+		if strings.Contains(f, ".pkg.tar") {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// startAgent runs `pacman-ipfs agent` in the background until the test ends.
+func startAgent(t *testing.T, args ...string) (logs string) {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs = filepath.Join(t.TempDir(), "agent.log")
+	f, err := os.Create(logs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, append([]string{"agent", "-v"}, args...)...)
+	cmd.Env = append(os.Environ(), "PACMAN_IPFS_BE_CLI=1")
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(logs)
+			t.Logf("agent log:\n%s", b)
+		}
+	})
+	return logs
+}
+
+// Two real kubo nodes on loopback: A seeds, B downloads through its agent's endpoint with real pacman.
+func TestDownloadThroughTheEndpoint(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: real pacman and two kubo nodes")
+	}
+	alpmtest.Require(t, "pacman", "repo-add", "bsdtar")
+	small := alpmtest.Pkg{Name: "small", Size: 300 << 10}
+	large := alpmtest.Pkg{Name: "large", Size: 6 << 20, Ext: ".pkg.tar"}
+	other := alpmtest.Pkg{Name: "other", Size: 200 << 10}
+	bad := alpmtest.Pkg{Name: "bad", Size: 100 << 10}
+	late := alpmtest.Pkg{Name: "late", Size: 150 << 10}
+	repo := alpmtest.MakeRepo(t, "core", small, large, other, bad, late)
+	m := startMirror(t, repo)
+	mirrorTemplate := m.url + "/$repo/os/$arch"
+
+	// A: downloads from the mirror and seeds.
+	a := alpmtest.NewSandbox(t, repo)
+	a.Servers = map[string][]string{"core": {mirrorTemplate}}
+	a.WriteConf(t)
+	a.Pacman(t, "-Syw", "small", "large")
+	nodeA := kubotest.Start(t, kubotest.Options{Filestore: true, RepoDir: filepath.Join(a.Root, "var", "cache", "pacman-ipfs")})
+	stateA := t.TempDir()
+	flagsA := []string{"--pacman-conf", a.Conf, "--api", nodeA.APIAddr, "--state-dir", stateA, "--socket", filepath.Join(t.TempDir(), "none")}
+	if r := cli(t, append([]string{"sync"}, flagsA[:6]...)...); r.code != 0 {
+		t.Fatalf("sync on A: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	var st status
+	r := cli(t, append([]string{"status", "--json"}, flagsA...)...)
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || !strings.HasPrefix(st.Index, "/ipfs/") {
+		t.Fatalf("A's status has no index root: %v\n%s", err, r.stdout)
+	}
+	t.Logf("A seeds %d files; its index is %s", st.Seeded.Files, st.Index)
+	m.mu.Lock()
+	m.log = nil // from here on, every package request the mirror sees is one B made
+	m.mu.Unlock()
+
+	// B: pacman's only Server is B's endpoint; the endpoint races B's node against the mirror.
+	nodeB := kubotest.Start(t, kubotest.Options{Filestore: true})
+	nodeB.Connect(t, nodeA)
+	b := alpmtest.NewSandbox(t, repo)
+	port := freePort(t)
+	b.Servers = map[string][]string{"core": {"http://127.0.0.1:" + strconv.Itoa(port) + "/$repo/os/$arch"}}
+	b.WriteConf(t)
+	mirrorlist := filepath.Join(t.TempDir(), "mirrorlist")
+	if err := os.WriteFile(mirrorlist, []byte("Server = "+mirrorTemplate+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stateB := t.TempDir()
+	logsB := startAgent(t, "--pacman-conf", b.Conf, "--api", nodeB.APIAddr, "--state-dir", stateB,
+		"--listen", filepath.Join(t.TempDir(), "control.sock"), "--http", "127.0.0.1:"+strconv.Itoa(port),
+		"--mirrorlist", mirrorlist, "--index", st.Index, "--quiet", "200ms")
+	within(t, 10*time.Second, "B's endpoint listening", func() bool {
+		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	b.Pacman(t, "-Sy") // databases come from the mirror, through the endpoint
+	start := time.Now()
+	b.Pacman(t, "-S", "small", "large")
+	t.Logf("installed small and large on B in %s", time.Since(start).Round(time.Millisecond))
+	if reqs := m.packageRequests(); len(reqs) != 0 {
+		t.Errorf("package requests reached the mirror: %v", reqs)
+	}
+	for _, p := range []alpmtest.Pkg{small, large} {
+		if _, err := os.Stat(b.Path(p.PayloadPath())); err != nil {
+			t.Errorf("%s not installed on B: %v", p.Name, err)
+		}
+	}
+	// The loop closes: what B downloaded through the endpoint, B now seeds.
+	clientB, err := kubo.Dial(context.Background(), nodeB.APIAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pinnedB := func() []string {
+		pins, _ := clientB.Pins(context.Background(), seeder.PinPrefix)
+		var names []string
+		for _, n := range pins {
+			names = append(names, strings.TrimPrefix(n, seeder.PinPrefix+"core/"))
+		}
+		slices.Sort(names)
+		return names
+	}
+	within(t, 20*time.Second, "B seeds what it downloaded", func() bool {
+		return slices.Equal(pinnedB(), []string{large.FileName(), small.FileName()})
+	})
+
+	// A tampered file from the mirror never gets through as a success: pacman fails, nothing is cached.
+	m.mu.Lock()
+	m.tampered[bad.FileName()] = true
+	m.mu.Unlock()
+	tb := time.Now()
+	out, err := b.PacmanErr("-S", "bad")
+	t.Logf("pacman -S of a tampered package failed after %s", time.Since(tb).Round(time.Millisecond))
+	if err == nil {
+		t.Errorf("pacman installed a tampered package:\n%s", out)
+	}
+	if _, err := os.Stat(filepath.Join(b.CacheDir, bad.FileName())); err == nil {
+		t.Error("the tampered package is in B's cache")
+	}
+	if b, _ := os.ReadFile(logsB); !bytes.Contains(b, []byte("package not delivered")) || !bytes.Contains(b, []byte("source=mirror")) {
+		t.Errorf("the endpoint did not log the mismatch with its source:\n%s", b)
+	}
+
+	// IPFS slowed down: A seeds late, then hangs (SIGSTOP); B's bitswap waits on it, the mirror wins.
+	a.Pacman(t, "-Sw", "late")
+	if r := cli(t, append([]string{"sync"}, flagsA[:6]...)...); r.code != 0 {
+		t.Fatalf("sync on A: %s", r.stderr)
+	}
+	nodeA.Pause(t)
+	start = time.Now()
+	b.Pacman(t, "-S", "late")
+	t.Logf("with A hung, late installed from the mirror in %s", time.Since(start).Round(time.Millisecond))
+	if !slices.Contains(m.packageRequests(), late.FileName()) {
+		t.Errorf("late did not come from the mirror: %v", m.packageRequests())
+	}
+	nodeA.Resume(t)
+
+	// A gone and B's copy collected: the mirror serves, quickly.
+	ts := time.Now()
+	nodeA.Stop(t)
+	t.Logf("A stopped in %s", time.Since(ts).Round(time.Millisecond))
+	// paccache -r everything (pacman -Scc --noconfirm answers its own question with no).
+	for _, f := range e2eCacheFiles(t, b.CacheDir) {
+		if err := os.Remove(filepath.Join(b.CacheDir, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	within(t, 20*time.Second, "B unpins what left its cache", func() bool { return len(pinnedB()) == 0 })
+	// Unpinning dropped the blocks too: B holds nothing of them any more.
+	for _, p := range []alpmtest.Pkg{small, large, late} {
+		c := cidOf(t, repo, p)
+		if out, err := nodeB.TryIPFS(t, "block", "stat", "--offline", c); err == nil {
+			t.Errorf("%s's root block %s is still on B: %s", p.Name, c, out)
+		}
+	}
+	start = time.Now()
+	b.Pacman(t, "-S", "small", "other")
+	took := time.Since(start)
+	t.Logf("with no peer holding them, small and other installed from the mirror in %s", took.Round(time.Millisecond))
+	if reqs := m.packageRequests(); !slices.Contains(reqs, small.FileName()) || !slices.Contains(reqs, other.FileName()) {
+		t.Errorf("mirror requests: %v", reqs)
+	}
+}
+
+func e2eCacheFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		if e.Type().IsRegular() {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+// cidOf computes a package's CID from the repo's file with the seeder's import parameters.
+func cidOf(t *testing.T, repo *alpmtest.Repo, p alpmtest.Pkg) string {
+	t.Helper()
+	f, err := os.Open(repo.Path(p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	c, err := memnode.Import(context.Background(), nil, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.String()
+}

@@ -1,0 +1,6 @@
+package kubo
+
+import "time"
+
+// SetIndexWalkTimeout shortens the index walk's bound for tests.
+func SetIndexWalkTimeout(d time.Duration) { indexWalkTimeout = d }
