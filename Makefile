@@ -13,10 +13,10 @@ PACMAN_IPFS_REQUIRE_TOOLS ?= $(if $(CI),1,)
 export PACMAN_IPFS_REQUIRE_TOOLS
 export PACMAN_IPFS_KUBO := $(IPFS)
 
-DEB_DEPS  := gcc pkg-config libalpm-dev libarchive-dev pacman-package-manager libarchive-tools systemd zstd
+DEB_DEPS  := gcc pkg-config libalpm-dev libarchive-dev pacman-package-manager makepkg libarchive-tools systemd zstd
 ARCH_DEPS := gcc pkgconf pacman libarchive systemd zstd
 
-.PHONY: all build test unit demo bench deps kubo clean
+.PHONY: all build test unit demo bench deps kubo packaging clean
 
 all: build
 
@@ -41,10 +41,27 @@ deps:
 		echo "deps: not root: make sure these are installed: $(DEB_DEPS) (Debian) or $(ARCH_DEPS) (Arch)"; \
 	fi
 
-# The whole suite: unit tests, then integration tests against real pacman and a real kubo daemon.
+# The whole suite: unit tests, then integration tests against real pacman and a real kubo daemon, then
+# the packaging checks.
 test: deps kubo
 	$(GO) vet -tags '$(TAGS)' ./...
 	$(GO) test -tags '$(TAGS)' -count=1 -timeout 40m ./...
+	$(MAKE) --no-print-directory packaging
+
+# systemd-analyze verify on every unit (zero messages), and the PKGBUILD's metadata through makepkg.
+# makepkg refuses to run as root, so as root it runs as an unprivileged user made for it.
+packaging:
+	sh packaging/verify-units.sh
+	@set -e; tmp=$$(mktemp -d); cp PKGBUILD "$$tmp/"; \
+	if [ "$$(id -u)" = 0 ]; then \
+		id pacman-ipfs-build >/dev/null 2>&1 || useradd --system --no-create-home pacman-ipfs-build; \
+		chown -R pacman-ipfs-build "$$tmp"; \
+		(cd "$$tmp" && runuser -u pacman-ipfs-build -- makepkg --printsrcinfo) >"$$tmp/.SRCINFO"; \
+	else \
+		(cd "$$tmp" && makepkg --printsrcinfo) >"$$tmp/.SRCINFO"; \
+	fi; \
+	grep -q '^pkgbase = pacman-ipfs' "$$tmp/.SRCINFO"; echo "makepkg --printsrcinfo: OK ($$(wc -l <"$$tmp/.SRCINFO") lines)"; \
+	rm -rf "$$tmp"
 
 # Unit tests only: no pacman, no kubo.
 unit:

@@ -131,10 +131,16 @@ func runAgent(ctx context.Context, args []string) error {
 		if err != nil {
 			return fmt.Errorf("the mirror endpoint needs the real mirrors: %w", err)
 		}
+		endpoint := mirror.New(mirror.Options{
+			Index: a.Index, Node: api, Seeded: a.Seeded,
+			Mirrors: mirrors, Indexes: indexes, Hedge: hedge, Log: log,
+		})
 		srv := &http.Server{
-			Handler: mirror.New(mirror.Options{
-				Index: a.Index, Node: api, Seeded: a.Seeded,
-				Mirrors: mirrors, Indexes: indexes, Hedge: hedge, Log: log,
+			// A download in flight is activity: the agent must not idle out under it.
+			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				a.Touch()
+				defer a.Touch()
+				endpoint.ServeHTTP(w, r)
 			}),
 			ReadHeaderTimeout: 5 * time.Second,
 			MaxHeaderBytes:    16 << 10,

@@ -179,6 +179,9 @@ func (a *Agent) want() {
 	}
 }
 
+// Touch counts as activity for IdleExit (the mirror endpoint calls it for every request).
+func (a *Agent) Touch() { a.touch() }
+
 func (a *Agent) touch() {
 	a.mu.Lock()
 	a.lastSeen = time.Now()

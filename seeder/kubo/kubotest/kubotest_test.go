@@ -23,6 +23,7 @@ func writeRandom(t *testing.T, path string, size int) []byte {
 // Not parallel: it uses t.Setenv to check that a user's IPFS_PATH and log
 // level don't leak into the node.
 func TestAddCat(t *testing.T) {
+	skipShort(t)
 	t.Setenv("IPFS_PATH", filepath.Join(t.TempDir(), "not-this-repo"))
 	t.Setenv("GOLOG_LOG_LEVEL", "debug")
 
@@ -88,6 +89,7 @@ func TestAddCat(t *testing.T) {
 }
 
 func TestTwoNodesBitswap(t *testing.T) {
+	skipShort(t)
 	t.Parallel()
 	a := Start(t, Options{})
 	b := Start(t, Options{})
@@ -113,6 +115,7 @@ func TestTwoNodesBitswap(t *testing.T) {
 }
 
 func TestFilestore(t *testing.T) {
+	skipShort(t)
 	t.Parallel()
 	n := Start(t, Options{Filestore: true})
 
@@ -139,6 +142,7 @@ func TestFilestore(t *testing.T) {
 }
 
 func TestRestartAndKill(t *testing.T) {
+	skipShort(t)
 	t.Parallel()
 	n := Start(t, Options{})
 	file := filepath.Join(t.TempDir(), "pinned.bin")
@@ -186,5 +190,13 @@ func TestRestartAndKill(t *testing.T) {
 	}
 	if pins := n.IPFS(t, "pin", "ls", "--type=recursive", "-q"); !strings.Contains(pins, cid) {
 		t.Fatalf("after Kill+Restart, pins %q lack %s", pins, cid)
+	}
+}
+
+// skipShort keeps `go test -short` (the PKGBUILD's check()) free of kubo daemons.
+func skipShort(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts kubo")
 	}
 }
