@@ -1,0 +1,151 @@
+package mirror_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/ipfs/go-cid"
+
+	"github.com/pacman-ipfs/pacman-ipfs/alpmdb"
+	"github.com/pacman-ipfs/pacman-ipfs/alpmdb/alpmtest"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo/kubotest"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/mirror"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/nodetest"
+)
+
+func dial(b *testing.B, n *kubotest.Node) *kubo.Client {
+	c, err := kubo.Dial(context.Background(), n.APIAddr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return c
+}
+
+func median(d []time.Duration) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// BenchmarkRawPathCost: a package fetched from a peer through the endpoint, against a plain `ipfs cat`
+// of the same CID between the same two loopback nodes (kubo's bitswap is the ceiling). Each measurement
+// uses a fresh downloading node, so nothing is cached. Goal: at least 0.9x of ipfs cat.
+func BenchmarkRawPathCost(b *testing.B) {
+	alpmtest.Require(b)
+	seederNode := kubotest.Start(b, kubotest.Options{})
+	a := dial(b, seederNode)
+	for _, mib := range []int{1, 20, 200} {
+		data := nodetest.Bytes(uint64(mib), mib<<20)
+		name := fmt.Sprintf("p%d-1-1-x86_64.pkg.tar.zst", mib)
+		c, err := a.Add(context.Background(), seeder.File{Path: "/c/" + name, PinName: seeder.PinPrefix + "core/" + name, Size: int64(len(data)), Content: bytes.NewReader(data)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ix := alpmdb.NewIndex([]alpmdb.Entry{{Repo: "core", FileName: name, Size: int64(len(data)), SHA256: sha256.Sum256(data)}})
+		var viaCat, viaEndpoint []time.Duration
+		for i := 0; i < max(b.N, 3); i++ {
+			cat := kubotest.Start(b, kubotest.Options{})
+			cat.Connect(b, seederNode)
+			start := time.Now()
+			rc, err := dial(b, cat).Cat(context.Background(), c)
+			if err != nil {
+				b.Fatal(err)
+			}
+			n, _ := io.Copy(io.Discard, rc)
+			rc.Close()
+			viaCat = append(viaCat, time.Since(start))
+			cat.Stop(b)
+			if n != int64(len(data)) {
+				b.Fatalf("cat: %d bytes", n)
+			}
+
+			down := kubotest.Start(b, kubotest.Options{})
+			down.Connect(b, seederNode)
+			srv := httptest.NewServer(mirror.New(mirror.Options{
+				Index:  func() *alpmdb.Index { return ix },
+				Node:   dial(b, down),
+				Seeded: func([32]byte) (cid.Cid, bool) { return c, true },
+				Hedge:  time.Hour, // no mirror to race here
+			}))
+			start = time.Now()
+			resp, err := http.Get(srv.URL + "/core/os/x86_64/" + name)
+			if err != nil {
+				b.Fatal(err)
+			}
+			n, err = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			viaEndpoint = append(viaEndpoint, time.Since(start))
+			srv.Close()
+			down.Stop(b)
+			if err != nil || n != int64(len(data)) {
+				b.Fatalf("endpoint: %d bytes, %v", n, err)
+			}
+		}
+		ce, ee := median(viaCat), median(viaEndpoint)
+		b.ReportMetric(float64(ce.Milliseconds()), fmt.Sprintf("ipfs-cat-%dMiB-ms", mib))
+		b.ReportMetric(float64(ee.Milliseconds()), fmt.Sprintf("endpoint-%dMiB-ms", mib))
+		b.ReportMetric(ce.Seconds()/ee.Seconds(), fmt.Sprintf("x-cat-%dMiB", mib))
+		b.Logf("%3d MiB from a peer: endpoint %s, ipfs cat %s: %.2fx", mib, ee.Round(time.Millisecond), ce.Round(time.Millisecond), ce.Seconds()/ee.Seconds())
+	}
+}
+
+// BenchmarkFallback: the latency the endpoint adds when no peer has the package, against a direct GET
+// from the same mirror. Goal: at most the hedge delay (300 ms) plus 50 ms.
+func BenchmarkFallback(b *testing.B) {
+	alpmtest.Require(b)
+	node := kubotest.Start(b, kubotest.Options{})
+	data := nodetest.Bytes(99, 400<<10)
+	name := "lonely-1-1-x86_64.pkg.tar.zst"
+	dir := b.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "core", "os", "x86_64"), 0o755); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "core", "os", "x86_64", name), data, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	m := httptest.NewServer(http.FileServer(http.Dir(dir)))
+	defer m.Close()
+	ix := alpmdb.NewIndex([]alpmdb.Entry{{Repo: "core", FileName: name, Size: int64(len(data)), SHA256: sha256.Sum256(data)}})
+	hedge := 300 * time.Millisecond
+	srv := httptest.NewServer(mirror.New(mirror.Options{
+		Index: func() *alpmdb.Index { return ix }, Node: dial(b, node),
+		Mirrors: []string{m.URL + "/$repo/os/$arch"}, Hedge: hedge,
+	}))
+	defer srv.Close()
+	get := func(url string) time.Duration {
+		start := time.Now()
+		resp, err := http.Get(url)
+		if err != nil {
+			b.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || !bytes.Equal(body, data) {
+			b.Fatalf("%s: %d bytes, %v", url, len(body), err)
+		}
+		return time.Since(start)
+	}
+	var direct, via []time.Duration
+	for i := 0; i < max(b.N, 10); i++ {
+		direct = append(direct, get(m.URL+"/core/os/x86_64/"+name))
+		via = append(via, get(srv.URL+"/core/os/x86_64/"+name))
+	}
+	extra := median(via) - median(direct)
+	b.ReportMetric(float64(median(via).Microseconds())/1000, "endpoint-ms")
+	b.ReportMetric(float64(median(direct).Microseconds())/1000, "direct-ms")
+	b.ReportMetric(float64(extra.Microseconds())/1000, "extra-ms")
+	b.Logf("no peer has it: endpoint %s, straight from the mirror %s: %s extra with a %s hedge (goal: at most %s)",
+		median(via).Round(time.Millisecond), median(direct).Round(time.Millisecond), extra.Round(time.Millisecond), hedge, hedge+50*time.Millisecond)
+}
