@@ -75,7 +75,7 @@ func (m *httpMirror) packageRequests() []string {
 	return out
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -86,7 +86,7 @@ func freePort(t *testing.T) int {
 }
 
 // startAgent runs `pacman-ipfs agent` in the background until the test ends.
-func startAgent(t *testing.T, args ...string) (logs string) {
+func startAgent(t testing.TB, args ...string) (logs string) {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {

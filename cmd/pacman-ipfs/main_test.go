@@ -20,6 +20,7 @@ import (
 // The test binary doubles as the command (built with the same tags), so the tests run the real CLI with
 // its real exit codes.
 func TestMain(m *testing.M) {
+	serveRepoIfAsked()
 	if os.Getenv("PACMAN_IPFS_BE_CLI") == "1" {
 		main()
 		os.Exit(0)
@@ -33,7 +34,7 @@ type result struct {
 	took           time.Duration
 }
 
-func cli(t *testing.T, args ...string) result {
+func cli(t testing.TB, args ...string) result {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
