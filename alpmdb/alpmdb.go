@@ -54,7 +54,6 @@ type DB struct {
 	Path     string
 	Packages int
 	Err      error // nil when it loaded; a *DBError otherwise
-	stamp    stamp
 }
 
 // stamp identifies a version of a db file: pacman replaces a db by renaming a new file into place.
@@ -73,12 +72,11 @@ func stampOf(path string) stamp {
 // Stale says whether any sync db cfg names is not the file this index was loaded from (replaced by
 // pacman -Sy, appeared, vanished), or cfg names other repositories. It only stats the files.
 func (ix *Index) Stale(cfg *Config) bool {
-	if len(ix.dbs) != len(cfg.Repos) {
+	if len(ix.dbs) != len(cfg.Repos) || len(ix.stamps) != len(ix.dbs) {
 		return true
 	}
 	for i, r := range cfg.Repos {
-		d := ix.dbs[i]
-		if d.Repo != r.Name || stampOf(cfg.SyncDBPath(r.Name)) != d.stamp {
+		if ix.dbs[i].Repo != r.Name || stampOf(cfg.SyncDBPath(r.Name)) != ix.stamps[i] {
 			return true
 		}
 	}
@@ -103,6 +101,7 @@ var ErrNoDB = errors.New("no readable sync database")
 type Index struct {
 	byFile   map[string]Entry
 	dbs      []DB
+	stamps   []stamp // of each db, when it was read
 	loadedAt time.Time
 }
 
@@ -168,7 +167,7 @@ func Load(ctx context.Context, cfg *Config) (*Index, error) {
 		}
 		d := DB{Repo: r.Name, Path: cfg.SyncDBPath(r.Name)}
 		// Stamped before reading: a db replaced while it is read makes the index stale, never falsely fresh.
-		d.stamp = stampOf(d.Path)
+		ix.stamps = append(ix.stamps, stampOf(d.Path))
 		d.Packages, d.Err = loadDB(h, cfg, ix, d)
 		if d.Err == nil {
 			loaded++

@@ -168,17 +168,28 @@ func (e *e2e) pinned(t *testing.T) []string {
 // cacheFiles lists the package files in the cache: what must be pinned.
 func (e *e2e) cacheFiles(t *testing.T) []string {
 	t.Helper()
-	ents, err := os.ReadDir(e.sb.CacheDir)
+	var names []string
+	for _, f := range regularFiles(t, e.sb.CacheDir) {
+		if strings.Contains(f, ".pkg.tar") {
+			names = append(names, f)
+		}
+	}
+	return names
+}
+
+// regularFiles lists the regular files of dir, sorted.
+func regularFiles(t testing.TB, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var names []string
 	for _, d := range ents {
-		if d.Type().IsRegular() && strings.Contains(d.Name(), ".pkg.tar") {
+		if d.Type().IsRegular() {
 			names = append(names, d.Name())
 		}
 	}
-	slices.Sort(names)
 	return names
 }
 

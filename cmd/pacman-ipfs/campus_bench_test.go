@@ -149,20 +149,7 @@ func BenchmarkCampus(b *testing.B) {
 	baseline := install(direct)
 
 	// Through the endpoint of a second machine whose node knows the seeder.
-	nodeB := kubotest.Start(b, kubotest.Options{Filestore: true})
-	nodeB.Connect(b, nodeA)
-	sb := alpmtest.NewSandbox(b, repo)
-	port := freePort(b)
-	sb.Servers = map[string][]string{"core": {"http://127.0.0.1:" + strconv.Itoa(port) + "/$repo/os/$arch"}}
-	sb.WriteConf(b)
-	mirrorlist := filepath.Join(b.TempDir(), "mirrorlist")
-	if err := os.WriteFile(mirrorlist, []byte("Server = "+template+"\n"), 0o644); err != nil {
-		b.Fatal(err)
-	}
-	startAgent(b, "--pacman-conf", sb.Conf, "--api", nodeB.APIAddr, "--state-dir", b.TempDir(),
-		"--listen", filepath.Join(b.TempDir(), "c.sock"), "--http", "127.0.0.1:"+strconv.Itoa(port),
-		"--mirrorlist", mirrorlist, "--index", st.Index)
-	waitListening(b, port)
+	sb, _, _, _ := downloader(b, repo, nodeA, template, st.Index)
 	ours := install(sb)
 
 	mb := float64(total) / 1e6

@@ -158,27 +158,7 @@ func TestDownloadThroughTheEndpoint(t *testing.T) {
 	m.mu.Unlock()
 
 	// B: pacman's only Server is B's endpoint; the endpoint races B's node against the mirror.
-	nodeB := kubotest.Start(t, kubotest.Options{Filestore: true})
-	nodeB.Connect(t, nodeA)
-	b := alpmtest.NewSandbox(t, repo)
-	port := freePort(t)
-	b.Servers = map[string][]string{"core": {"http://127.0.0.1:" + strconv.Itoa(port) + "/$repo/os/$arch"}}
-	b.WriteConf(t)
-	mirrorlist := filepath.Join(t.TempDir(), "mirrorlist")
-	if err := os.WriteFile(mirrorlist, []byte("Server = "+mirrorTemplate+"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	stateB := t.TempDir()
-	logsB := startAgent(t, "--pacman-conf", b.Conf, "--api", nodeB.APIAddr, "--state-dir", stateB,
-		"--listen", filepath.Join(t.TempDir(), "control.sock"), "--http", "127.0.0.1:"+strconv.Itoa(port),
-		"--mirrorlist", mirrorlist, "--index", st.Index, "--quiet", "200ms")
-	within(t, 10*time.Second, "B's endpoint listening", func() bool {
-		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port))
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
+	b, nodeB, _, logsB := downloader(t, repo, nodeA, mirrorTemplate, st.Index, "--quiet", "200ms")
 	b.Pacman(t, "-Sy") // databases come from the mirror, through the endpoint
 	start := time.Now()
 	b.Pacman(t, "-S", "small", "large")
@@ -245,7 +225,7 @@ func TestDownloadThroughTheEndpoint(t *testing.T) {
 	nodeA.Stop(t)
 	t.Logf("A stopped in %s", time.Since(ts).Round(time.Millisecond))
 	// paccache -r everything (pacman -Scc --noconfirm answers its own question with no).
-	for _, f := range e2eCacheFiles(t, b.CacheDir) {
+	for _, f := range regularFiles(t, b.CacheDir) {
 		if err := os.Remove(filepath.Join(b.CacheDir, f)); err != nil {
 			t.Fatal(err)
 		}
@@ -267,19 +247,27 @@ func TestDownloadThroughTheEndpoint(t *testing.T) {
 	}
 }
 
-func e2eCacheFiles(t *testing.T, dir string) []string {
+// downloader is a second machine: a kubo node connected to the seeder's, a pacman sandbox whose only
+// Server is the endpoint of its own agent, and that agent racing the node against mirrorTemplate and
+// following index. It returns the sandbox, the node, the agent's state dir and its log.
+func downloader(t testing.TB, repo *alpmtest.Repo, seederNode *kubotest.Node, mirrorTemplate, index string, extra ...string) (*alpmtest.Sandbox, *kubotest.Node, string, string) {
 	t.Helper()
-	ents, err := os.ReadDir(dir)
-	if err != nil {
+	node := kubotest.Start(t, kubotest.Options{Filestore: true})
+	node.Connect(t, seederNode)
+	sb := alpmtest.NewSandbox(t, repo)
+	port := freePort(t)
+	sb.Servers = map[string][]string{"core": {"http://127.0.0.1:" + strconv.Itoa(port) + "/$repo/os/$arch"}}
+	sb.WriteConf(t)
+	mirrorlist := filepath.Join(t.TempDir(), "mirrorlist")
+	if err := os.WriteFile(mirrorlist, []byte("Server = "+mirrorTemplate+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var out []string
-	for _, e := range ents {
-		if e.Type().IsRegular() {
-			out = append(out, e.Name())
-		}
-	}
-	return out
+	state := t.TempDir()
+	logs := startAgent(t, append([]string{"--pacman-conf", sb.Conf, "--api", node.APIAddr, "--state-dir", state,
+		"--listen", filepath.Join(t.TempDir(), "control.sock"), "--http", "127.0.0.1:" + strconv.Itoa(port),
+		"--mirrorlist", mirrorlist, "--index", index}, extra...)...)
+	waitListening(t, port)
+	return sb, node, state, logs
 }
 
 // cidOf computes a package's CID from the repo's file with the seeder's import parameters.
