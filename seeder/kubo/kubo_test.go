@@ -188,3 +188,31 @@ func TestSetIndex(t *testing.T) {
 		t.Errorf("after recovering from a dangling entry: %s", got)
 	}
 }
+
+// The index root can be published under an IPNS key, and a path below the name resolves to a file, as
+// a follower's --index /ipns/<name> does.
+func TestPublishIndexName(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts kubo")
+	}
+	n := kubotest.Start(t, kubotest.Options{})
+	c := dial(t, n)
+	ctx := context.Background()
+	data := nodetest.Bytes(5, 3<<20)
+	k, err := c.Add(ctx, seeder.File{Path: "/c/x", PinName: seeder.PinPrefix + "core/x", Size: int64(len(data)), Content: bytes.NewReader(data)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := c.SetIndex(ctx, "/pacman-ipfs", map[string]cid.Cid{"core/os/x86_64/x-1-1-x86_64.pkg.tar.zst": k})
+	if err != nil {
+		t.Fatal(err)
+	}
+	name, err := c.PublishName(ctx, "self", root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Resolve(ctx, name+"/core/os/x86_64/x-1-1-x86_64.pkg.tar.zst")
+	if err != nil || !got.Equals(k) {
+		t.Errorf("resolve through %s: %s, %v; want %s", name, got, err, k)
+	}
+}
