@@ -20,6 +20,9 @@ type progress struct {
 
 const progressEvery = 250 * time.Millisecond
 
+// progressAfter is how long a phase runs before a line is drawn: short passes print nothing.
+var progressAfter = time.Second
+
 func (s *Seeder) progressStart(phase string, files int, bytes int64) {
 	p := &s.prog
 	p.mu.Lock()
@@ -59,7 +62,7 @@ func (s *Seeder) progressDraw(force bool) {
 	}
 	now := time.Now()
 	// Short phases print nothing: a progress line is for the long first seeding.
-	if !force && (now.Sub(p.lastDrawn) < progressEvery || now.Sub(p.start) < time.Second) {
+	if !force && (now.Sub(p.lastDrawn) < progressEvery || now.Sub(p.start) < progressAfter) {
 		return
 	}
 	p.lastDrawn, p.drawn = now, true

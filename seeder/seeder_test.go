@@ -1,14 +1,17 @@
 package seeder_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/ipfs/go-cid"
 
@@ -223,5 +226,26 @@ func TestFileChangedAfterVerificationIsNotSeeded(t *testing.T) {
 	rep := sync(t, newSeeder(t, c, n, state), c.index())
 	if !strings.Contains(refusedReason(rep, p), "sha256 mismatch") || rep.Unpinned != 1 || len(pinned(t, n)) != 0 {
 		t.Errorf("rewritten file: refused %q, unpinned %d, pins %v (before %v)", refusedReason(rep, p), rep.Unpinned, pinned(t, n), pins)
+	}
+}
+
+func TestProgressLine(t *testing.T) {
+	seeder.SetProgressAfter(0)
+	defer seeder.SetProgressAfter(time.Second)
+	c := newCache(t)
+	for i := range 3 {
+		c.put(t, fmt.Sprintf("p%d-1-1-x86_64.pkg.tar.zst", i), nodetest.Bytes(uint64(i), 2<<20), true)
+	}
+	var out bytes.Buffer
+	s := seeder.New(seeder.Options{CacheDirs: []string{c.dir}, StateDir: t.TempDir(), Node: memnode.New(), Progress: &out})
+	sync(t, s, c.index())
+	line := out.String()
+	for _, want := range []string{"\rseeding: ", "/3 files", "MiB of ", "/s, ETA "} {
+		if !strings.Contains(line, want) {
+			t.Errorf("progress line %q lacks %q", line, want)
+		}
+	}
+	if !strings.HasSuffix(line, "\n") {
+		t.Error("the progress line is not ended when the pass is")
 	}
 }

@@ -83,6 +83,9 @@ func TestSyncThenStatus(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "added 2") || !strings.Contains(r.stdout, "stray.pkg.tar.zst") {
 		t.Fatalf("sync: exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
 	}
+	if strings.Contains(r.stderr, "\r") {
+		t.Errorf("a progress line went to a pipe: %q", r.stderr)
+	}
 	r = cli(t, append([]string{"sync"}, flags...)...)
 	if r.code != 0 || !strings.Contains(r.stdout, "added 0") || !strings.Contains(r.stdout, "already seeded 2") {
 		t.Errorf("second sync: exit %d\n%s%s", r.code, r.stdout, r.stderr)
