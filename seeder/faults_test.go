@@ -1,0 +1,125 @@
+package seeder_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pacman-ipfs/pacman-ipfs/alpmdb"
+	"github.com/pacman-ipfs/pacman-ipfs/alpmdb/alpmtest"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo"
+)
+
+// pinNames lists our pins by file name, sorted.
+func (r *rig) pinNames(t *testing.T) []string {
+	t.Helper()
+	var names []string
+	for _, n := range r.pins(t) {
+		names = append(names, n[strings.LastIndexByte(n, '/')+1:])
+	}
+	slices.Sort(names)
+	return names
+}
+
+// cacheNames lists the package files in the cache, sorted: what must be pinned.
+func (r *rig) cacheNames(t *testing.T) []string {
+	t.Helper()
+	ents, err := os.ReadDir(r.sb.CacheDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		if e.Type().IsRegular() && strings.Contains(e.Name(), ".pkg.tar") {
+			names = append(names, e.Name())
+		}
+	}
+	return names
+}
+
+// kubo killed (SIGKILL) in the middle of adding a large package, then restarted: the pass fails with an
+// error naming the node, nothing is half-pinned, and the next pass converges.
+func TestFaultKuboKilledMidAdd(t *testing.T) {
+	big := alpmtest.Pkg{Name: "huge", Size: 400 << 20, Ext: ".pkg.tar"}
+	small := alpmtest.Pkg{Name: "small", Size: 30 << 10}
+	r := newRig(t, true, []alpmtest.Pkg{big, small}, "huge", "small")
+	ix, err := alpmdb.Load(context.Background(), r.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Kill kubo once the add of the large file is under way (it takes a couple of seconds).
+	killed := make(chan struct{})
+	go func() {
+		defer close(killed)
+		deadline := time.Now().Add(30 * time.Second)
+		for time.Now().Before(deadline) {
+			if out, err := r.node.TryIPFS(t, "filestore", "ls"); err == nil && strings.Contains(out, big.FileName()) {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		r.node.Kill(t)
+	}()
+	_, err = r.s.Sync(context.Background(), ix)
+	<-killed
+	if err == nil {
+		t.Log("the pass finished before kubo died; the rest of the test still checks convergence")
+	} else if !strings.Contains(err.Error(), "add") && !strings.Contains(err.Error(), "pin") {
+		t.Errorf("error does not say what failed: %v", err)
+	}
+	r.node.Restart(t)
+	client, err := kubo.Dial(context.Background(), r.node.APIAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.client = client
+	r.s = seeder.New(seeder.Options{CacheDirs: r.cfg.CacheDirs, StateDir: r.state, Node: client})
+	rep := r.sync(t)
+	if !rep.Converged() || !slices.Equal(r.pinNames(t), r.cacheNames(t)) {
+		t.Errorf("after kubo's restart: converged %v, pins %v, cache %v", rep.Converged(), r.pinNames(t), r.cacheNames(t))
+	}
+	// The large file is complete in the node.
+	for c, name := range r.pins(t) {
+		if out, err := r.node.TryIPFS(t, "refs", "-r", "--offline", c.String()); err != nil {
+			t.Errorf("%s is incomplete after the restart: %v %s", name, err, out)
+		}
+	}
+}
+
+// A file removed while it is being hashed or added: the pass goes on, the file is not seeded, and
+// nothing of it stays pinned.
+func TestFaultFileRemovedMidPass(t *testing.T) {
+	var pkgs []alpmtest.Pkg
+	var names []string
+	for _, n := range []string{"a", "b", "c", "d", "e", "f"} {
+		p := alpmtest.Pkg{Name: n, Size: 60 << 20, Ext: ".pkg.tar"}
+		pkgs, names = append(pkgs, p), append(names, n)
+	}
+	r := newRig(t, true, pkgs, names...)
+	ix, err := alpmdb.Load(context.Background(), r.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim := filepath.Join(r.sb.CacheDir, pkgs[len(pkgs)-1].FileName())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// Remove the last file while the pass is busy with the first ones.
+		time.Sleep(150 * time.Millisecond)
+		os.Remove(victim)
+	}()
+	rep, err := r.s.Sync(context.Background(), ix)
+	<-done
+	if err != nil {
+		t.Fatalf("Sync: %v", err)
+	}
+	rep = r.sync(t) // whatever the first pass saw, the next one converges
+	if !rep.Converged() || !slices.Equal(r.pinNames(t), r.cacheNames(t)) || len(r.cacheNames(t)) != len(pkgs)-1 {
+		t.Errorf("pins %v, cache %v", r.pinNames(t), r.cacheNames(t))
+	}
+}
