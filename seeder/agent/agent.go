@@ -109,6 +109,7 @@ type Status struct {
 	State     string         `json:"state"` // "starting", "idle", "pending", "reconciling", "waiting"
 	Passes    int            `json:"passes"`
 	Events    int            `json:"events"`
+	Overflows int            `json:"overflows"` // inotify queue overflows, each healed by a full pass
 	LastError string         `json:"last_error,omitempty"`
 	NextRetry *time.Time     `json:"next_retry,omitempty"`
 	Watching  []string       `json:"watching"`
@@ -456,6 +457,9 @@ func (a *Agent) watch(ctx context.Context, w *fsnotify.Watcher) {
 				return
 			}
 			if errors.Is(err, fsnotify.ErrEventOverflow) {
+				a.mu.Lock()
+				a.st.Overflows++
+				a.mu.Unlock()
 				a.log.Warn("inotify queue overflowed: events were lost; reconciling everything")
 			} else {
 				a.log.Warn("inotify", "err", err)
