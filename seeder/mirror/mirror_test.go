@@ -270,3 +270,26 @@ Include = /etc/pacman.d/other
 		t.Error("accepted a gopher server")
 	}
 }
+
+// FuzzParseMirrorlist: any mirrorlist either fails with an error or yields servers of the allowed
+// schemes, never a panic.
+func FuzzParseMirrorlist(f *testing.F) {
+	for _, s := range []string{"Server = https://m.example/$repo/os/$arch\n", "#Server = x\n", "Server=\n", "Server = file:///srv/$repo\n", "Server = javascript:alert(1)\n", "Server = http://[::1\n"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		servers, err := ParseMirrorlist(strings.NewReader(in))
+		if err != nil {
+			return
+		}
+		for _, s := range servers {
+			ok := false
+			for _, scheme := range []string{"http://", "https://", "ftp://", "file:/"} {
+				ok = ok || strings.HasPrefix(s, scheme)
+			}
+			if !ok {
+				t.Fatalf("accepted %q", s)
+			}
+		}
+	})
+}

@@ -41,11 +41,19 @@ func ParseMirrorlist(r io.Reader) ([]string, error) {
 		}
 		value = strings.TrimSpace(value)
 		u, err := url.Parse(strings.NewReplacer("$repo", "repo", "$arch", "arch").Replace(value))
-		if err != nil || u.Host == "" && u.Scheme != "file" {
-			return nil, fmt.Errorf("line %d: bad Server %q", n, value)
+		if err != nil {
+			return nil, fmt.Errorf("line %d: bad Server %q: %w", n, value, err)
 		}
 		switch u.Scheme {
-		case "http", "https", "ftp", "file":
+		case "http", "https", "ftp":
+			if u.Host == "" {
+				return nil, fmt.Errorf("line %d: Server %q has no host", n, value)
+			}
+		case "file":
+			// file:///path: an absolute path and nothing else.
+			if u.Host != "" || u.Opaque != "" || !strings.HasPrefix(u.Path, "/") {
+				return nil, fmt.Errorf("line %d: Server %q: want file:///absolute/path", n, value)
+			}
 		default:
 			return nil, fmt.Errorf("line %d: Server %q: unsupported scheme", n, value)
 		}
