@@ -123,3 +123,36 @@ func TestFaultFileRemovedMidPass(t *testing.T) {
 		t.Errorf("pins %v, cache %v", r.pinNames(t), r.cacheNames(t))
 	}
 }
+
+// A sync db that turns corrupt, truncated or missing is named, and what it vouched for before stays
+// pinned while it stays in the cache.
+func TestFaultBrokenDBKeepsVerifiedPins(t *testing.T) {
+	tests := []struct {
+		name  string
+		break_ func(path string) error
+	}{
+		{name: "truncated", break_: func(p string) error { return os.Truncate(p, 40) }},
+		{name: "corrupt", break_: func(p string) error { return os.WriteFile(p, []byte("\x1f\x8bnot really gzip"), 0o644) }},
+		{name: "missing", break_: os.Remove},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := alpmtest.Pkg{Name: "kept", Size: 80 << 10}
+			r := newRig(t, true, []alpmtest.Pkg{p}, "kept")
+			r.sync(t)
+			before := r.pinNames(t)
+			if err := tt.break_(r.sb.SyncDBPath("core")); err != nil {
+				t.Fatal(err)
+			}
+			ix, err := alpmdb.Load(context.Background(), r.cfg)
+			if err == nil || !strings.Contains(err.Error(), r.sb.SyncDBPath("core")) {
+				t.Fatalf("Load of a %s db: %v", tt.name, err)
+			}
+			// The only db is broken: a pass still runs on what was verified before.
+			rep, err := r.s.Sync(context.Background(), ix)
+			if err != nil || rep.Unpinned != 0 || !slices.Equal(r.pinNames(t), before) {
+				t.Errorf("pass with a %s db: %v, unpinned %d, pins %v (before %v)", tt.name, err, rep.Unpinned, r.pinNames(t), before)
+			}
+		})
+	}
+}

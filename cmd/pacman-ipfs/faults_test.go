@@ -8,12 +8,16 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb/alpmtest"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo/kubotest"
 )
 
 // The agent SIGKILLed at random points of a long seeding, 50 times in a row: the state file is always
@@ -64,4 +68,41 @@ func TestFaultAgentKilled50Times(t *testing.T) {
 			t.Errorf("%s (%s) is incomplete: %v %s", name, c, err, out)
 		}
 	}
+}
+
+// kubo unreachable for a minute while pacman runs: the hook and pacman are unaffected, the agent keeps
+// running and says why it waits, and the pins converge within seconds of kubo's return.
+func TestFaultKuboDownForAMinute(t *testing.T) {
+	a := alpmtest.Pkg{Name: "a", Size: 40 << 10}
+	b := alpmtest.Pkg{Name: "b", Size: 2 << 20, Ext: ".pkg.tar"}
+	e := newE2E(t, a, b)
+	// kubo comes back on the same address, as a system service does.
+	port := freePort(t)
+	e.node.Stop(t)
+	e.node = kubotest.Start(t, kubotest.Options{Filestore: true, RepoDir: e.node.RepoDir, Config: map[string]string{"Addresses.API": `"/ip4/127.0.0.1/tcp/` + strconv.Itoa(port) + `"`}})
+	if e.node.APIAddr != "/ip4/127.0.0.1/tcp/"+strconv.Itoa(port) {
+		t.Fatalf("kubo's API is at %s", e.node.APIAddr)
+	}
+	e.listen(t)
+	e.node.Stop(t)
+	start := time.Now()
+	out := e.sb.Pacman(t, "-S", "a", "b")
+	if took := time.Since(start); len(e.hookLines(out)) > 0 {
+		t.Errorf("with kubo down the hook printed %q (pacman took %s)", e.hookLines(out), took)
+	}
+	within(t, 15*time.Second, "the agent reports that it waits for kubo", func() bool {
+		r := cli(t, "status", "--json", "--socket", e.socket, "--pacman-conf", e.sb.Conf, "--api", e.node.APIAddr, "--state-dir", t.TempDir())
+		var st status
+		return json.Unmarshal([]byte(r.stdout), &st) == nil && st.Agent != nil && st.Agent.State == "waiting" &&
+			strings.Contains(st.Agent.LastError, strconv.Itoa(port))
+	})
+	time.Sleep(time.Until(start.Add(time.Minute)))
+	e.node.Restart(t)
+	back := time.Now()
+	var err error
+	if e.client, err = kubo.Dial(t.Context(), e.node.APIAddr); err != nil {
+		t.Fatal(err)
+	}
+	took := within(t, 30*time.Second, "pins converge after kubo's return", func() bool { return slices.Equal(e.pinned(t), e.cacheFiles(t)) })
+	t.Logf("kubo down %s; pins converged %s after it came back", back.Sub(start).Round(time.Second), took.Round(time.Millisecond))
 }

@@ -18,6 +18,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -31,6 +32,10 @@ import (
 	"github.com/pacman-ipfs/pacman-ipfs/seeder"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/control"
 )
+
+// maxBackoff bounds the wait between retries of a failing pass. A retry costs a connection attempt and
+// a stat of the cache; waiting longer would leave the node behind for that long after kubo returns.
+const maxBackoff = 5 * time.Second
 
 // Options configure an Agent.
 type Options struct {
@@ -104,18 +109,19 @@ func (a *Agent) Seeded(sum [sha256.Size]byte) (cid.Cid, bool) {
 
 // Status is the agent's answer to a status request.
 type Status struct {
-	PID       int            `json:"pid"`
-	Started   time.Time      `json:"started"`
-	State     string         `json:"state"` // "starting", "idle", "pending", "reconciling", "waiting"
-	Passes    int            `json:"passes"`
-	Events    int            `json:"events"`
-	Overflows int            `json:"overflows"` // inotify queue overflows, each healed by a full pass
-	LastError string         `json:"last_error,omitempty"`
-	NextRetry *time.Time     `json:"next_retry,omitempty"`
-	Watching  []string       `json:"watching"`
-	Missing   []string       `json:"missing,omitempty"` // watched paths that do not exist (yet)
-	API       string         `json:"api"`
-	Last      *seeder.Report `json:"last_pass,omitempty"`
+	PID        int            `json:"pid"`
+	Started    time.Time      `json:"started"`
+	State      string         `json:"state"` // "starting", "idle", "pending", "reconciling", "waiting"
+	Passes     int            `json:"passes"`
+	Events     int            `json:"events"`
+	Overflows  int            `json:"overflows"` // inotify queue overflows, each healed by a full pass
+	Goroutines int            `json:"goroutines"`
+	LastError  string         `json:"last_error,omitempty"`
+	NextRetry  *time.Time     `json:"next_retry,omitempty"`
+	Watching   []string       `json:"watching"`
+	Missing    []string       `json:"missing,omitempty"` // watched paths that do not exist (yet)
+	API        string         `json:"api"`
+	Last       *seeder.Report `json:"last_pass,omitempty"`
 }
 
 // New returns an agent. Run starts it.
@@ -233,7 +239,7 @@ func (a *Agent) loop(ctx context.Context) {
 			a.notify("READY=1")
 		}
 		if err != nil {
-			backoff = min(max(2*backoff, time.Second), time.Minute)
+			backoff = min(max(2*backoff, time.Second), maxBackoff)
 			next := time.Now().Add(backoff)
 			a.setState("waiting", &next)
 			a.recordError(err)
@@ -388,6 +394,7 @@ func (a *Agent) Status() Status {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	st := a.st
+	st.Goroutines = runtime.NumGoroutine()
 	st.Watching = append([]string(nil), a.st.Watching...)
 	st.Missing = append([]string(nil), a.st.Missing...)
 	return st
