@@ -128,7 +128,7 @@ func TestFaultFileRemovedMidPass(t *testing.T) {
 // pinned while it stays in the cache.
 func TestFaultBrokenDBKeepsVerifiedPins(t *testing.T) {
 	tests := []struct {
-		name  string
+		name   string
 		break_ func(path string) error
 	}{
 		{name: "truncated", break_: func(p string) error { return os.Truncate(p, 40) }},
