@@ -3,6 +3,7 @@ package seeder_test
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb/alpmtest"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo/kubotest"
 )
 
 // pinNames lists our pins by file name, sorted.
@@ -154,5 +156,65 @@ func TestFaultBrokenDBKeepsVerifiedPins(t *testing.T) {
 				t.Errorf("pass with a %s db: %v, unpinned %d, pins %v (before %v)", tt.name, err, rep.Unpinned, r.pinNames(t), before)
 			}
 		})
+	}
+}
+
+// kubo's repo disk fills up in the middle of a seeding: the pass fails with the node's error, nothing
+// half-added stays pinned, and once paccache has made room the next pass converges.
+func TestFaultKuboDiskFull(t *testing.T) {
+	if testing.Short() {
+		t.Skip("mounts a tmpfs and starts kubo")
+	}
+	alpmtest.RequireRoot(t)
+	repoDir := filepath.Join(t.TempDir(), "small-disk")
+	if err := os.MkdirAll(repoDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", repoDir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", repoDir).Run() })
+
+	var pkgs []alpmtest.Pkg
+	var names []string
+	for _, n := range []string{"one", "two", "three"} {
+		p := alpmtest.Pkg{Name: n, Size: 20 << 20, Ext: ".pkg.tar"}
+		pkgs, names = append(pkgs, p), append(names, n)
+	}
+	r := newRig(t, false, pkgs, names...)
+	// Move the node onto the small disk: copy mode, so every byte lands there.
+	r.node.Stop(t)
+	r.node = kubotest.Start(t, kubotest.Options{RepoDir: filepath.Join(repoDir, "ipfs")})
+	var err error
+	if r.client, err = kubo.Dial(context.Background(), r.node.APIAddr); err != nil {
+		t.Fatal(err)
+	}
+	r.s = seeder.New(seeder.Options{CacheDirs: r.cfg.CacheDirs, StateDir: r.state, Node: r.client})
+	ix, err := alpmdb.Load(context.Background(), r.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := r.s.Sync(context.Background(), ix)
+	if err != nil || rep.Converged() || len(rep.Failed) == 0 || !strings.Contains(rep.Failed[0].Reason, "disk is full") {
+		t.Fatalf("a full disk: %v, failed %v", err, rep.Failed)
+	}
+	t.Logf("with the disk full: %d pinned, failed: %s", len(r.pinNames(t)), rep.Failed[0].Reason)
+	if n := len(r.pinNames(t)); n >= 3 {
+		t.Fatalf("%d pins on a disk that cannot hold 3 packages", n)
+	}
+	// paccache removes a package: the next passes unpin it, collect the half-written garbage and fit
+	// the rest.
+	if err := os.Remove(filepath.Join(r.sb.CacheDir, pkgs[0].FileName())); err != nil {
+		t.Fatal(err)
+	}
+	for pass := 1; ; pass++ {
+		rep = r.sync(t)
+		if rep.Converged() && slices.Equal(r.pinNames(t), r.cacheNames(t)) {
+			t.Logf("converged after %d passes", pass)
+			break
+		}
+		if pass == 3 {
+			t.Fatalf("after making room: pins %v, cache %v, failed %v", r.pinNames(t), r.cacheNames(t), rep.Failed)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package seeder
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"io"
 
 	"github.com/ipfs/go-cid"
@@ -50,6 +51,15 @@ type Indexer interface {
 type NamePublisher interface {
 	PublishName(ctx context.Context, key string, root cid.Cid) (string, error)
 }
+
+// GarbageCollector is implemented by nodes that can drop unpinned blocks (kubo's repo gc). The seeder
+// asks for it once when the node's disk is full: adds that failed half-way leave blocks nothing pins.
+type GarbageCollector interface {
+	CollectGarbage(ctx context.Context) error
+}
+
+// ErrNoSpace is wrapped by a node's error when its disk is full.
+var ErrNoSpace = errors.New("the node's disk is full")
 
 // PinPrefix starts the name of every pin the seeder owns; pins without it are never touched.
 const PinPrefix = "pacman-ipfs:"

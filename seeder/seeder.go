@@ -170,6 +170,8 @@ type pass struct {
 	keepPaths map[string]bool  // paths whose state records survive the pass
 	noCopy    map[string]bool  // by CacheDir
 	indexed   []seed           // seeded files with their CIDs, for the index
+	gcOnce    sync.Once
+	gcErr     error
 }
 
 // addJob is a verified file and the hash record it was verified under.
@@ -334,6 +336,20 @@ func fingerprint(files map[string]cid.Cid) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
+// collectGarbage asks the node, once per pass, to drop unpinned blocks: adds that failed on a full disk
+// leave them behind, and nothing else would free that space. It says whether an add is worth retrying.
+func (ps *pass) collectGarbage(ctx context.Context) bool {
+	gc, ok := ps.s.opts.Node.(GarbageCollector)
+	if !ok {
+		return false
+	}
+	ps.gcOnce.Do(func() {
+		ps.s.log.Warn("the node's disk is full; collecting its garbage once")
+		ps.gcErr = gc.CollectGarbage(ctx)
+	})
+	return ps.gcErr == nil
+}
+
 func (ps *pass) seeded(sd seed) {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
@@ -352,11 +368,20 @@ func (ps *pass) seededLocked(sd seed) {
 func (ps *pass) add(ctx context.Context, j addJob) error {
 	sd := j.sd
 	c, err := ps.s.add(ctx, sd, j.rec)
+	if errors.Is(err, ErrNoSpace) && ps.collectGarbage(ctx) {
+		c, err = ps.s.add(ctx, sd, j.rec) // once: a disk still full after the collection stays an error
+	}
 	ps.s.progressFile()
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	var fe *fileError
 	switch {
+	case errors.Is(err, ErrNoSpace):
+		// Not the end of the pass: the unpins it still has to do may be what frees the space, and the
+		// next pass retries. The pass does not converge, so sync says so and the agent retries.
+		ps.rep.Failed = append(ps.rep.Failed, FileNote{Path: sd.Path, Reason: err.Error()})
+		ps.s.log.Error("not seeded: the node's disk is full", "file", sd.Path, "err", err)
+		return nil
 	case errors.As(err, &fe):
 		if _, lerr := lstat(sd.Path); isNotExist(lerr) {
 			delete(ps.keepPaths, sd.Path) // removed while we added it: the unpins take back any pin
@@ -545,7 +570,7 @@ func (s *Seeder) add(ctx context.Context, sd seed, rec record) (cid.Cid, error) 
 		if body.err != nil {
 			return cid.Undef, &fileError{sd.Path, fmt.Errorf("read %s: %w", sd.Path, body.err)}
 		}
-		return cid.Undef, fmt.Errorf("add %s: %w", sd.Path, err)
+		return cid.Undef, err // the node names the file
 	}
 	// The bytes sent must be the bytes hashed: re-check the file, and the CID where it follows from the
 	// sha256. On a mismatch, take back what was pinned.

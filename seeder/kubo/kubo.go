@@ -32,8 +32,9 @@ import (
 )
 
 var (
-	_ seeder.Node       = (*Client)(nil)
-	_ seeder.Referencer = (*Client)(nil)
+	_ seeder.Node             = (*Client)(nil)
+	_ seeder.Referencer       = (*Client)(nil)
+	_ seeder.GarbageCollector = (*Client)(nil)
 )
 
 // DefaultAPI is kubo's default RPC address.
@@ -258,7 +259,7 @@ func (c *Client) Add(ctx context.Context, f seeder.File) (cid.Cid, error) {
 		return cid.Undef, fmt.Errorf("add %s: %w", f.Path, err)
 	}
 	if resp.Error != nil {
-		return cid.Undef, fmt.Errorf("add %s: %w", f.Path, resp.Error)
+		return cid.Undef, addError(f.Path, resp.Error)
 	}
 	defer resp.Close()
 	var last string
@@ -268,7 +269,7 @@ func (c *Client) Add(ctx context.Context, f seeder.File) (cid.Cid, error) {
 		if err := dec.Decode(&out); err == io.EOF {
 			break
 		} else if err != nil {
-			return cid.Undef, fmt.Errorf("add %s: reading the node's answer: %w", f.Path, err)
+			return cid.Undef, addError(f.Path, err)
 		}
 		if out.Hash != "" {
 			last = out.Hash
@@ -504,4 +505,24 @@ func (c *Client) PublishName(ctx context.Context, key string, root cid.Cid) (str
 		return "", fmt.Errorf("publish the index under key %q: %w", key, err)
 	}
 	return "/ipns/" + out.Name, nil
+}
+
+// addError names the file and marks a full disk, which kubo reports only in words.
+func addError(path string, err error) error {
+	if strings.Contains(err.Error(), "no space left on device") {
+		return fmt.Errorf("add %s: %w: %w", path, seeder.ErrNoSpace, err)
+	}
+	return fmt.Errorf("add %s: %w", path, err)
+}
+
+// CollectGarbage runs kubo's repo gc: it drops every block no pin (and not MFS) holds.
+func (c *Client) CollectGarbage(ctx context.Context) error {
+	resp, err := c.api.Request("repo/gc").Option("stream-errors", true).Option("quiet", true).Send(ctx)
+	if err != nil {
+		return fmt.Errorf("repo gc: %w", err)
+	}
+	if resp.Error != nil {
+		return fmt.Errorf("repo gc: %w", resp.Error)
+	}
+	return resp.Close()
 }
