@@ -193,7 +193,7 @@ func regularFiles(t testing.TB, dir string) []string {
 	return names
 }
 
-func within(t *testing.T, d time.Duration, what string, cond func() bool) time.Duration {
+func within(t testing.TB, d time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()
 	start := time.Now()
 	for !cond() {
