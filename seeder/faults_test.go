@@ -218,3 +218,49 @@ func TestFaultKuboDiskFull(t *testing.T) {
 		}
 	}
 }
+
+// A file rewritten in place while the pass hashes and adds it: whatever the pass saw, it ends with no pin
+// for bytes the sync db does not vouch for.
+func TestFaultFileRewrittenMidPass(t *testing.T) {
+	p := alpmtest.Pkg{Name: "moving", Size: 200 << 20, Ext: ".pkg.tar"}
+	r := newRig(t, true, []alpmtest.Pkg{p}, "moving")
+	path := filepath.Join(r.sb.CacheDir, p.FileName())
+	ix, err := alpmdb.Load(context.Background(), r.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer f.Close()
+		junk := make([]byte, 4096)
+		for off := int64(0); ; off = (off + 7<<20) % (200 << 20) {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			junk[0]++
+			f.WriteAt(junk, off)
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	time.Sleep(20 * time.Millisecond)
+	rep, err := r.s.Sync(context.Background(), ix)
+	close(stop)
+	<-done
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("during the rewrite: added %d, refused %v, failed %v", rep.Added, rep.Refused, rep.Failed)
+	rep = r.sync(t)
+	if len(r.pinNames(t)) != 0 || len(rep.Refused) != 1 || !strings.Contains(rep.Refused[0].Reason, "sha256 mismatch") {
+		t.Errorf("after the rewrite: pins %v, refused %v", r.pinNames(t), rep.Refused)
+	}
+}
