@@ -430,28 +430,52 @@ func (c *Client) SetIndex(ctx context.Context, dir string, files map[string]cid.
 		}
 		clear(have)
 	}
+	// Writes go unflushed, and are flushed every mfsBatch of them: kubo refuses more than 256 pending.
+	pending := 0
+	flushed := func(err error) error {
+		if err != nil {
+			return err
+		}
+		if pending++; pending >= mfsBatch {
+			pending = 0
+			if err := c.api.Request("files/flush", dir).Exec(ctx, nil); err != nil {
+				return fmt.Errorf("index: flush %s: %w", dir, err)
+			}
+		}
+		return nil
+	}
 	for p, k := range have {
 		if want, ok := files[p]; !ok || !want.Equals(k) {
+			// files rm always flushes.
 			if err := c.api.Request("files/rm", path.Join(dir, p)).Option("force", true).Exec(ctx, nil); err != nil {
 				return cid.Undef, fmt.Errorf("index: remove %s: %w", p, err)
 			}
-		}
-	}
-	for p, k := range files {
-		if h, ok := have[p]; ok && h.Equals(k) {
-			continue
-		}
-		if err := c.api.Request("files/mkdir", path.Join(dir, path.Dir(p))).Option("parents", true).Option("cid-version", 1).Option("flush", false).Exec(ctx, nil); err != nil {
-			return cid.Undef, fmt.Errorf("index: mkdir for %s: %w", p, err)
-		}
-		if err := c.api.Request("files/cp", "/ipfs/"+k.String(), path.Join(dir, p)).Option("flush", false).Exec(ctx, nil); err != nil {
-			return cid.Undef, fmt.Errorf("index: add %s: %w", p, err)
 		}
 	}
 	if len(have) == 0 {
 		// A CIDv1 directory, like the files in it, whatever the node's defaults.
 		if err := c.api.Request("files/mkdir", dir).Option("parents", true).Option("cid-version", 1).Exec(ctx, nil); err != nil {
 			return cid.Undef, fmt.Errorf("index: mkdir %s: %w", dir, err)
+		}
+	}
+	made := map[string]bool{}
+	for p := range have {
+		made[path.Dir(p)] = true
+	}
+	for p, k := range files {
+		if h, ok := have[p]; ok && h.Equals(k) {
+			continue
+		}
+		if d := path.Dir(p); !made[d] {
+			made[d] = true
+			err := c.api.Request("files/mkdir", path.Join(dir, d)).Option("parents", true).Option("cid-version", 1).Option("flush", false).Exec(ctx, nil)
+			if err := flushed(err); err != nil {
+				return cid.Undef, fmt.Errorf("index: mkdir for %s: %w", p, err)
+			}
+		}
+		err := c.api.Request("files/cp", "/ipfs/"+k.String(), path.Join(dir, p)).Option("flush", false).Exec(ctx, nil)
+		if err := flushed(err); err != nil {
+			return cid.Undef, fmt.Errorf("index: add %s: %w", p, err)
 		}
 	}
 	if err := c.api.Request("files/flush", dir).Exec(ctx, nil); err != nil {
@@ -463,6 +487,9 @@ func (c *Client) SetIndex(ctx context.Context, dir string, files map[string]cid.
 	}
 	return cid.Decode(st.Hash)
 }
+
+// mfsBatch is how many MFS writes go unflushed; kubo allows 256 (Internal.MFSNoFlushLimit).
+const mfsBatch = 128
 
 // indexWalkTimeout bounds listing the index; a healthy one of 10,000 files lists in well under it.
 var indexWalkTimeout = 20 * time.Second

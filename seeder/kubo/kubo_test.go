@@ -3,6 +3,7 @@ package kubo_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -214,5 +215,38 @@ func TestPublishIndexName(t *testing.T) {
 	got, err := c.Resolve(ctx, name+"/core/os/x86_64/x-1-1-x86_64.pkg.tar.zst")
 	if err != nil || !got.Equals(k) {
 		t.Errorf("resolve through %s: %s, %v; want %s", name, got, err, k)
+	}
+}
+
+// An index larger than kubo's 256 unflushed MFS operations: built, then changed, in one call each.
+func TestSetIndexLarge(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts kubo")
+	}
+	n := kubotest.Start(t, kubotest.Options{})
+	c := dial(t, n)
+	ctx := context.Background()
+	data := nodetest.Bytes(9, 100)
+	k, err := c.Add(ctx, seeder.File{Path: "/c/x", PinName: seeder.PinPrefix + "core/x", Size: 100, Content: bytes.NewReader(data)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]cid.Cid{}
+	for i := range 600 {
+		files[fmt.Sprintf("core/os/x86_64/p%03d-1-1-x86_64.pkg.tar.zst", i)] = k
+	}
+	if _, err := c.SetIndex(ctx, "/pacman-ipfs", files); err != nil {
+		t.Fatalf("600 files: %v", err)
+	}
+	for i := range 300 {
+		delete(files, fmt.Sprintf("core/os/x86_64/p%03d-1-1-x86_64.pkg.tar.zst", i))
+		files[fmt.Sprintf("extra/os/x86_64/q%03d-1-1-x86_64.pkg.tar.zst", i)] = k
+	}
+	root, err := c.SetIndex(ctx, "/pacman-ipfs", files)
+	if err != nil {
+		t.Fatalf("300 removed, 300 added: %v", err)
+	}
+	if got := strings.Count(n.IPFS(t, "ls", "/ipfs/"+root.String()+"/extra/os/x86_64"), "\n") + 1; got != 300 {
+		t.Errorf("extra holds %d entries, want 300", got)
 	}
 }
