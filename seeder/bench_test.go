@@ -99,7 +99,7 @@ func BenchmarkFirstSeeding(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		s := seeder.New(seeder.Options{CacheDirs: cfg.CacheDirs, StateDir: b.TempDir(), Node: client})
+		s := seeder.New(seeder.Options{CacheDirs: cfg.CacheDirs, StateDir: b.TempDir(), Node: client, IndexDir: "/pacman-ipfs"})
 		start = time.Now()
 		rep := loadAndSync(b, cfg, s)
 		ours = append(ours, time.Since(start).Seconds())
@@ -131,7 +131,7 @@ func BenchmarkResyncUnchanged10000(b *testing.B) {
 	}
 	state := b.TempDir()
 	start := time.Now()
-	first := loadAndSync(b, cfg, seeder.New(seeder.Options{CacheDirs: cfg.CacheDirs, StateDir: state, Node: client}))
+	first := loadAndSync(b, cfg, seeder.New(seeder.Options{CacheDirs: cfg.CacheDirs, StateDir: state, Node: client, IndexDir: "/pacman-ipfs"}))
 	firstTook := time.Since(start)
 	if first.Added != 10000 {
 		b.Fatalf("first pass added %d", first.Added)
@@ -141,7 +141,7 @@ func BenchmarkResyncUnchanged10000(b *testing.B) {
 	for i := 0; i < max(b.N, 5); i++ {
 		start := time.Now()
 		// A new Seeder each round reads the state from disk, as `pacman-ipfs sync` does.
-		rep := loadAndSync(b, cfg, seeder.New(seeder.Options{CacheDirs: cfg.CacheDirs, StateDir: state, Node: client}))
+		rep := loadAndSync(b, cfg, seeder.New(seeder.Options{CacheDirs: cfg.CacheDirs, StateDir: state, Node: client, IndexDir: "/pacman-ipfs"}))
 		ours = append(ours, time.Since(start).Seconds())
 		if rep.HashedBytes != 0 || rep.Added != 0 || rep.Seeded != 10000 {
 			b.Fatalf("re-sync read %d bytes, added %d, seeded %d", rep.HashedBytes, rep.Added, rep.Seeded)

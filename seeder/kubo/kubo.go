@@ -13,17 +13,24 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/ipfs/boxo/files"
+	"github.com/ipfs/boxo/ipld/merkledag"
+	mdtest "github.com/ipfs/boxo/ipld/merkledag/test"
+	uio "github.com/ipfs/boxo/ipld/unixfs/io"
+	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
+	ipld "github.com/ipfs/go-ipld-format"
 	"github.com/ipfs/kubo/client/rpc"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
@@ -412,118 +419,168 @@ func (c *Client) Resolve(ctx context.Context, p string) (cid.Cid, error) {
 }
 
 // SetIndex makes the MFS directory dir hold exactly files (paths relative to dir, to CIDs) and returns
-// dir's CID. Only differences are written: a pass that changed nothing of the cache changes nothing here.
+// dir's CID. The tree's directory nodes are built here (CIDv1, HAMT-sharded where large, as kubo would),
+// sent in one block/put, and swapped in with two MFS operations: a request per file would cost seconds
+// on a real cache, and kubo refuses more than 256 unflushed MFS writes anyway. The old tree is never
+// listed, so an entry whose blocks are gone cannot stall it.
 func (c *Client) SetIndex(ctx context.Context, dir string, files map[string]cid.Cid) (cid.Cid, error) {
-	have := map[string]cid.Cid{}
-	// Listing reads every entry's block; one that is gone (dropped by hand, or by a crash between an
-	// unpin and an index update) would have kubo search the network for it. Bound the walk, and on any
-	// failure start the directory afresh: rebuilding it only costs a request per file.
-	wctx, cancel := context.WithTimeout(ctx, indexWalkTimeout)
-	err := c.walkMFS(wctx, dir, "", have)
-	cancel()
+	root, blocks, err := buildIndex(ctx, files)
 	if err != nil {
-		if ctx.Err() != nil {
-			return cid.Undef, ctx.Err()
-		}
-		if err := c.api.Request("files/rm", dir).Option("force", true).Exec(ctx, nil); err != nil && !strings.Contains(err.Error(), "does not exist") {
-			return cid.Undef, fmt.Errorf("index: %s is unreadable and cannot be removed: %w", dir, err)
-		}
-		clear(have)
-	}
-	// Writes go unflushed, and are flushed every mfsBatch of them: kubo refuses more than 256 pending.
-	pending := 0
-	flushed := func(err error) error {
-		if err != nil {
-			return err
-		}
-		if pending++; pending >= mfsBatch {
-			pending = 0
-			if err := c.api.Request("files/flush", dir).Exec(ctx, nil); err != nil {
-				return fmt.Errorf("index: flush %s: %w", dir, err)
-			}
-		}
-		return nil
-	}
-	for p, k := range have {
-		if want, ok := files[p]; !ok || !want.Equals(k) {
-			// files rm always flushes.
-			if err := c.api.Request("files/rm", path.Join(dir, p)).Option("force", true).Exec(ctx, nil); err != nil {
-				return cid.Undef, fmt.Errorf("index: remove %s: %w", p, err)
-			}
-		}
-	}
-	if len(have) == 0 {
-		// A CIDv1 directory, like the files in it, whatever the node's defaults.
-		if err := c.api.Request("files/mkdir", dir).Option("parents", true).Option("cid-version", 1).Exec(ctx, nil); err != nil {
-			return cid.Undef, fmt.Errorf("index: mkdir %s: %w", dir, err)
-		}
-	}
-	made := map[string]bool{}
-	for p := range have {
-		made[path.Dir(p)] = true
-	}
-	for p, k := range files {
-		if h, ok := have[p]; ok && h.Equals(k) {
-			continue
-		}
-		if d := path.Dir(p); !made[d] {
-			made[d] = true
-			err := c.api.Request("files/mkdir", path.Join(dir, d)).Option("parents", true).Option("cid-version", 1).Option("flush", false).Exec(ctx, nil)
-			if err := flushed(err); err != nil {
-				return cid.Undef, fmt.Errorf("index: mkdir for %s: %w", p, err)
-			}
-		}
-		err := c.api.Request("files/cp", "/ipfs/"+k.String(), path.Join(dir, p)).Option("flush", false).Exec(ctx, nil)
-		if err := flushed(err); err != nil {
-			return cid.Undef, fmt.Errorf("index: add %s: %w", p, err)
-		}
-	}
-	if err := c.api.Request("files/flush", dir).Exec(ctx, nil); err != nil {
-		return cid.Undef, fmt.Errorf("index: flush %s: %w", dir, err)
+		return cid.Undef, fmt.Errorf("index: %w", err)
 	}
 	var st struct{ Hash string }
-	if err := c.api.Request("files/stat", dir).Exec(ctx, &st); err != nil {
-		return cid.Undef, fmt.Errorf("index: stat %s: %w", dir, err)
+	if err := c.api.Request("files/stat", dir).Exec(ctx, &st); err == nil && st.Hash == root.String() {
+		return root, nil
 	}
-	return cid.Decode(st.Hash)
+	if err := c.putBlocks(ctx, blocks); err != nil {
+		return cid.Undef, fmt.Errorf("index: %w", err)
+	}
+	if err := c.api.Request("files/rm", dir).Option("force", true).Exec(ctx, nil); err != nil && !strings.Contains(err.Error(), "does not exist") {
+		return cid.Undef, fmt.Errorf("index: remove the old %s: %w", dir, err)
+	}
+	if parent := path.Dir(dir); parent != "/" {
+		if err := c.api.Request("files/mkdir", parent).Option("parents", true).Exec(ctx, nil); err != nil {
+			return cid.Undef, fmt.Errorf("index: mkdir %s: %w", parent, err)
+		}
+	}
+	if err := c.api.Request("files/cp", "/ipfs/"+root.String(), dir).Exec(ctx, nil); err != nil {
+		return cid.Undef, fmt.Errorf("index: place %s: %w", dir, err)
+	}
+	return root, nil
 }
 
-// mfsBatch is how many MFS writes go unflushed; kubo allows 256 (Internal.MFSNoFlushLimit).
-const mfsBatch = 128
-
-// indexWalkTimeout bounds listing the index; a healthy one of 10,000 files lists in well under it.
-var indexWalkTimeout = 20 * time.Second
-
-// walkMFS lists the files below dir/rel into out. A missing dir is empty.
-func (c *Client) walkMFS(ctx context.Context, dir, rel string, out map[string]cid.Cid) error {
-	var ls struct {
-		Entries []struct {
-			Name string
-			Type int
-			Hash string
-		}
-	}
-	err := c.api.Request("files/ls", path.Join(dir, rel)).Option("long", true).Option("U", true).Exec(ctx, &ls)
+// buildIndex builds the UnixFS directories holding files and returns the root and every directory block.
+func buildIndex(ctx context.Context, files map[string]cid.Cid) (cid.Cid, []blocks.Block, error) {
+	ds := mdtest.Mock()
+	prefix, err := merkledag.PrefixForCidVersion(1)
 	if err != nil {
-		if strings.Contains(err.Error(), "does not exist") {
-			return nil
-		}
-		return fmt.Errorf("index: list %s: %w", path.Join(dir, rel), err)
+		return cid.Undef, nil, err
 	}
-	for _, e := range ls.Entries {
-		p := path.Join(rel, e.Name)
-		if e.Type == 1 {
-			if err := c.walkMFS(ctx, dir, p, out); err != nil {
-				return err
+	dirs := map[string]uio.Directory{}
+	var mkdir func(p string) (uio.Directory, error)
+	mkdir = func(p string) (uio.Directory, error) {
+		if d, ok := dirs[p]; ok {
+			return d, nil
+		}
+		d, err := uio.NewDirectory(ds, uio.WithCidBuilder(&prefix))
+		if err != nil {
+			return nil, err
+		}
+		dirs[p] = d
+		if p != "." {
+			if _, err := mkdir(path.Dir(p)); err != nil {
+				return nil, err
 			}
+		}
+		return d, nil
+	}
+	if _, err := mkdir("."); err != nil {
+		return cid.Undef, nil, err
+	}
+	for p, k := range files {
+		d, err := mkdir(path.Dir(p))
+		if err != nil {
+			return cid.Undef, nil, err
+		}
+		if err := d.AddChild(ctx, path.Base(p), ref{k}); err != nil {
+			return cid.Undef, nil, fmt.Errorf("add %s: %w", p, err)
+		}
+	}
+	// Deepest directories first, so that each is complete before its parent links it.
+	paths := slices.Collect(maps.Keys(dirs))
+	depth := func(p string) int {
+		if p == "." {
+			return -1 // the root, last
+		}
+		return strings.Count(p, "/")
+	}
+	slices.SortFunc(paths, func(a, b string) int { return depth(b) - depth(a) })
+	var root cid.Cid
+	for _, p := range paths {
+		nd, err := dirs[p].GetNode()
+		if err != nil {
+			return cid.Undef, nil, err
+		}
+		if err := ds.Add(ctx, nd); err != nil {
+			return cid.Undef, nil, err
+		}
+		if p == "." {
+			root = nd.Cid()
 			continue
 		}
-		if k, err := cid.Decode(e.Hash); err == nil {
-			out[p] = k
+		if err := dirs[path.Dir(p)].AddChild(ctx, path.Base(p), nd); err != nil {
+			return cid.Undef, nil, err
 		}
 	}
-	return nil
+	// Every node the tree is made of is in ds (HAMT shards included). The files are not ours to send:
+	// the HAMT code stores the placeholders it was given, which hold no data.
+	isFile := make(map[cid.Cid]bool, len(files))
+	for _, k := range files {
+		isFile[k] = true
+	}
+	var out []blocks.Block
+	err = merkledag.Walk(ctx, func(ctx context.Context, k cid.Cid) ([]*ipld.Link, error) {
+		if isFile[k] {
+			return nil, nil
+		}
+		nd, err := ds.Get(ctx, k)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, nd)
+		return nd.Links(), nil
+	}, root, cid.NewSet().Visit)
+	return root, out, err
 }
+
+// putBlocks stores blocks in the node in one request and checks the CIDs it computes.
+func (c *Client) putBlocks(ctx context.Context, bs []blocks.Block) error {
+	entries := make([]files.DirEntry, 0, len(bs))
+	for _, b := range bs {
+		entries = append(entries, files.FileEntry(b.Cid().String(), files.NewBytesFile(b.RawData())))
+	}
+	resp, err := c.api.Request("block/put").Option("cid-codec", "dag-pb").Option("mhtype", "sha2-256").
+		Body(files.NewMultiFileReader(files.NewSliceDirectory(entries), false, false)).Send(ctx)
+	if err != nil {
+		return fmt.Errorf("block put: %w", err)
+	}
+	if resp.Error != nil {
+		return fmt.Errorf("block put: %w", resp.Error)
+	}
+	defer resp.Close()
+	dec := json.NewDecoder(resp.Output)
+	for i := 0; ; i++ {
+		var out struct{ Key string }
+		if err := dec.Decode(&out); err == io.EOF {
+			if i != len(bs) {
+				return fmt.Errorf("block put: %d of %d blocks stored", i, len(bs))
+			}
+			return nil
+		} else if err != nil {
+			return fmt.Errorf("block put: %w", err)
+		}
+		if i >= len(bs) || out.Key != bs[i].Cid().String() {
+			return fmt.Errorf("block put: the node stored %s, expected %s", out.Key, bs[min(i, len(bs)-1)].Cid())
+		}
+	}
+}
+
+// ref is a node known only by its CID: all a directory needs to link to it.
+type ref struct{ c cid.Cid }
+
+func (r ref) RawData() []byte                         { return nil }
+func (r ref) Cid() cid.Cid                            { return r.c }
+func (r ref) String() string                          { return r.c.String() }
+func (r ref) Loggable() map[string]any                { return map[string]any{"cid": r.c} }
+func (r ref) Resolve([]string) (any, []string, error) { return nil, nil, errors.New("ref: no data") }
+func (r ref) Tree(string, int) []string               { return nil }
+func (r ref) ResolveLink([]string) (*ipld.Link, []string, error) {
+	return nil, nil, errors.New("ref: no data")
+}
+func (r ref) Copy() ipld.Node               { return r }
+func (r ref) Links() []*ipld.Link           { return nil }
+func (r ref) Stat() (*ipld.NodeStat, error) { return &ipld.NodeStat{}, nil }
+func (r ref) Size() (uint64, error)         { return 0, nil }
 
 // PublishName points the IPNS name of key at root. allow-offline lets it work before any peer is known.
 func (c *Client) PublishName(ctx context.Context, key string, root cid.Cid) (string, error) {

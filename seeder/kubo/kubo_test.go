@@ -182,8 +182,6 @@ func TestSetIndex(t *testing.T) {
 	if err := c.Unpin(ctx, b); err != nil {
 		t.Fatal(err)
 	}
-	kubo.SetIndexWalkTimeout(2 * time.Second)
-	defer kubo.SetIndexWalkTimeout(20 * time.Second)
 	r4 := set(map[string]cid.Cid{"core/os/x86_64/a": a})
 	if got := n.IPFS(t, "resolve", "/ipfs/"+r4+"/core/os/x86_64/a"); got != "/ipfs/"+a.String() {
 		t.Errorf("after recovering from a dangling entry: %s", got)
@@ -218,7 +216,7 @@ func TestPublishIndexName(t *testing.T) {
 	}
 }
 
-// An index larger than kubo's 256 unflushed MFS operations: built, then changed, in one call each.
+// An index the size of Arch's extra (a directory of 15,000 entries, sharded), built, then changed.
 func TestSetIndexLarge(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts kubo")
@@ -232,21 +230,26 @@ func TestSetIndexLarge(t *testing.T) {
 		t.Fatal(err)
 	}
 	files := map[string]cid.Cid{}
-	for i := range 600 {
-		files[fmt.Sprintf("core/os/x86_64/p%03d-1-1-x86_64.pkg.tar.zst", i)] = k
+	for i := range 15000 {
+		files[fmt.Sprintf("extra/os/x86_64/p%05d-1-1-x86_64.pkg.tar.zst", i)] = k
 	}
+	start := time.Now()
 	if _, err := c.SetIndex(ctx, "/pacman-ipfs", files); err != nil {
-		t.Fatalf("600 files: %v", err)
+		t.Fatalf("15,000 files: %v", err)
 	}
+	t.Logf("an index of 15,000 files built in %s", time.Since(start).Round(time.Millisecond))
 	for i := range 300 {
-		delete(files, fmt.Sprintf("core/os/x86_64/p%03d-1-1-x86_64.pkg.tar.zst", i))
-		files[fmt.Sprintf("extra/os/x86_64/q%03d-1-1-x86_64.pkg.tar.zst", i)] = k
+		delete(files, fmt.Sprintf("extra/os/x86_64/p%05d-1-1-x86_64.pkg.tar.zst", i))
+		files[fmt.Sprintf("core/os/x86_64/q%03d-1-1-x86_64.pkg.tar.zst", i)] = k
 	}
 	root, err := c.SetIndex(ctx, "/pacman-ipfs", files)
 	if err != nil {
 		t.Fatalf("300 removed, 300 added: %v", err)
 	}
-	if got := strings.Count(n.IPFS(t, "ls", "/ipfs/"+root.String()+"/extra/os/x86_64"), "\n") + 1; got != 300 {
-		t.Errorf("extra holds %d entries, want 300", got)
+	if got := strings.Count(n.IPFS(t, "ls", "/ipfs/"+root.String()+"/core/os/x86_64"), "\n") + 1; got != 300 {
+		t.Errorf("core holds %d entries, want 300", got)
+	}
+	if got := n.IPFS(t, "resolve", "/ipfs/"+root.String()+"/extra/os/x86_64/p14999-1-1-x86_64.pkg.tar.zst"); got != "/ipfs/"+k.String() {
+		t.Errorf("resolve in the sharded directory: %s", got)
 	}
 }
