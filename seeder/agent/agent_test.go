@@ -20,6 +20,8 @@ import (
 	"github.com/pacman-ipfs/pacman-ipfs/seeder"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/agent"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/control"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo/kubotest"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/memnode"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/nodetest"
 )
@@ -222,22 +224,50 @@ func TestNewSyncDBMakesFileVerifiable(t *testing.T) {
 }
 
 func TestCacheDirReplaced(t *testing.T) {
-	w := newWorld(t, nil)
-	f, d := w.pkg(t, "a", 4<<10, true)
-	w.writeDB(t)
-	w.put(t, f, d)
-	eventually(t, "seeded", func() bool { return len(w.pins(t)) == 1 })
-	if err := os.RemoveAll(w.cache); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "unpinned with its dir", func() bool { return len(w.pins(t)) == 0 })
-	if err := os.Mkdir(w.cache, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	w.put(t, f, d)
-	eventually(t, "seeded in the new dir", func() bool { return len(w.pins(t)) == 1 })
-	if st := w.status(t); len(st.Missing) != 0 {
-		t.Errorf("still missing: %v", st.Missing)
+	for _, onKubo := range []bool{false, true} {
+		t.Run(map[bool]string{false: "memnode", true: "kubo"}[onKubo], func(t *testing.T) {
+			var node seeder.Node
+			mutate := func(*agent.Options) {}
+			if onKubo {
+				if testing.Short() {
+					t.Skip("starts kubo")
+				}
+				k := kubotest.Start(t, kubotest.Options{})
+				c, err := kubo.Dial(context.Background(), k.APIAddr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				node = c
+				mutate = func(o *agent.Options) { o.Dial = func(context.Context) (seeder.Node, error) { return c, nil } }
+			}
+			w := newWorld(t, mutate)
+			if node == nil {
+				node = w.node
+			}
+			pins := func() int {
+				p, err := node.Pins(context.Background(), seeder.PinPrefix)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return len(p)
+			}
+			f, d := w.pkg(t, "a", 4<<10, true)
+			w.writeDB(t)
+			w.put(t, f, d)
+			eventually(t, "seeded", func() bool { return pins() == 1 })
+			if err := os.RemoveAll(w.cache); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, "unpinned with its dir", func() bool { return pins() == 0 })
+			if err := os.Mkdir(w.cache, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			w.put(t, f, d)
+			eventually(t, "seeded in the new dir", func() bool { return pins() == 1 })
+			if st := w.status(t); len(st.Missing) != 0 {
+				t.Errorf("still missing: %v", st.Missing)
+			}
+		})
 	}
 }
 
