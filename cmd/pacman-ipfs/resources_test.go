@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -16,7 +15,6 @@ import (
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb/alpmtest"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/agent"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/control"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo/kubotest"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/nodetest"
@@ -45,12 +43,8 @@ func agentState(t testing.TB, socket string) agent.Status {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	resp, err := control.Do(ctx, socket, control.Request{Op: control.OpStatus})
+	st, err := agent.AskStatus(ctx, socket)
 	if err != nil {
-		t.Fatal(err)
-	}
-	var st agent.Status
-	if err := json.Unmarshal(resp.Status, &st); err != nil {
 		t.Fatal(err)
 	}
 	return st

@@ -127,16 +127,12 @@ func runStatus(ctx context.Context, args []string) error {
 func agentReport(ctx context.Context, socket string, st *status) (*seeder.Report, string) {
 	actx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	resp, err := control.Do(actx, socket, control.Request{Op: control.OpStatus})
+	as, err := agent.AskStatus(actx, socket)
 	if err != nil {
 		if control.IsNoAgent(err) {
 			return nil, ""
 		}
 		return nil, err.Error()
-	}
-	var as agent.Status
-	if err := json.Unmarshal(resp.Status, &as); err != nil {
-		return nil, "agent at " + socket + ": bad status: " + err.Error()
 	}
 	st.Agent = &agentStatus{Socket: socket, PID: as.PID, Started: as.Started, State: as.State, Passes: as.Passes,
 		Events: as.Events, LastError: as.LastError, NextRetry: as.NextRetry, Watching: as.Watching, Missing: as.Missing}

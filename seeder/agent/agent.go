@@ -521,3 +521,17 @@ func firstLine(err error) string {
 	s, _, _ := strings.Cut(err.Error(), "\n")
 	return s
 }
+
+// AskStatus asks the agent listening at socket for its status. An absent agent gives an error for which
+// control.IsNoAgent is true.
+func AskStatus(ctx context.Context, socket string) (Status, error) {
+	resp, err := control.Do(ctx, socket, control.Request{Op: control.OpStatus})
+	if err != nil {
+		return Status{}, err
+	}
+	var st Status
+	if err := json.Unmarshal(resp.Status, &st); err != nil {
+		return Status{}, fmt.Errorf("agent at %s: bad status: %w", socket, err)
+	}
+	return st, nil
+}

@@ -150,12 +150,8 @@ func (w *world) status(t *testing.T) agent.Status {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	resp, err := control.Do(ctx, w.socket, control.Request{Op: control.OpStatus})
+	st, err := agent.AskStatus(ctx, w.socket)
 	if err != nil {
-		t.Fatal(err)
-	}
-	var st agent.Status
-	if err := json.Unmarshal(resp.Status, &st); err != nil {
 		t.Fatal(err)
 	}
 	return st
