@@ -77,24 +77,36 @@ type Agent struct {
 
 // Index returns the index of the sync dbs as they are on disk now: the mirror endpoint must never judge
 // a package by an older db (pacman -Syu downloads packages right after replacing the dbs). A changed db
-// is reloaded here, at once; nil when no db can be read.
+// is reloaded here, at once; when no db can be read, the last good index (or nil).
 func (a *Agent) Index() *alpmdb.Index {
+	ix, err := a.loadIndex(context.Background())
+	if err != nil {
+		a.log.Warn("sync dbs unreadable; the endpoint proxies everything", "err", err)
+		return a.index.Load()
+	}
+	return ix
+}
+
+// loadIndex returns the current index, loading the sync dbs again only when one changed on disk since
+// (inode, size, mtime): passes and the endpoint share one load.
+func (a *Agent) loadIndex(ctx context.Context) (*alpmdb.Index, error) {
 	if ix := a.index.Load(); ix != nil && !ix.Stale(a.opts.Config) {
-		return ix
+		return ix, nil
 	}
 	a.loadMu.Lock()
 	defer a.loadMu.Unlock()
-	ix := a.index.Load()
-	if ix != nil && !ix.Stale(a.opts.Config) {
-		return ix
+	if ix := a.index.Load(); ix != nil && !ix.Stale(a.opts.Config) {
+		return ix, nil
 	}
-	fresh, err := alpmdb.Load(context.Background(), a.opts.Config)
+	fresh, err := alpmdb.Load(ctx, a.opts.Config)
 	if err != nil {
-		a.log.Warn("sync dbs unreadable; the endpoint proxies everything", "err", err)
-		return ix
+		return nil, err
+	}
+	for _, p := range fresh.Problems() {
+		a.log.Warn("sync db skipped", "err", p)
 	}
 	a.index.Store(fresh)
-	return fresh
+	return fresh, nil
 }
 
 // Seeded returns the CID of a file the last pass found seeded with this sha256.
@@ -200,7 +212,6 @@ func (a *Agent) touch() {
 func (a *Agent) loop(ctx context.Context) {
 	var (
 		s       *seeder.Seeder
-		ix      *alpmdb.Index
 		ready   bool
 		backoff time.Duration
 		retry   <-chan time.Time
@@ -228,7 +239,7 @@ func (a *Agent) loop(ctx context.Context) {
 		retry = nil
 
 		a.setState("reconciling", nil)
-		err := a.pass(ctx, &s, &ix)
+		err := a.pass(ctx, &s)
 		if ctx.Err() != nil {
 			return
 		}
@@ -275,10 +286,9 @@ func (a *Agent) settle(ctx context.Context) bool {
 	}
 }
 
-// pass runs one reconcile, connecting to the node and loading the sync dbs where needed. The index is
-// reloaded on every pass: loading is cheap next to a pass, and a db replaced behind the watcher's back
-// is then never missed.
-func (a *Agent) pass(ctx context.Context, s **seeder.Seeder, ix **alpmdb.Index) error {
+// pass runs one reconcile, connecting to the node where needed. The sync dbs are reloaded when one of
+// them changed on disk, which a db replaced behind the watcher's back cannot escape either.
+func (a *Agent) pass(ctx context.Context, s **seeder.Seeder) error {
 	if *s == nil {
 		node, err := a.opts.Dial(ctx)
 		if err != nil {
@@ -294,16 +304,11 @@ func (a *Agent) pass(ctx context.Context, s **seeder.Seeder, ix **alpmdb.Index) 
 		opts.Node, opts.Log = node, a.log
 		*s = seeder.New(opts)
 	}
-	loaded, err := alpmdb.Load(ctx, a.opts.Config)
+	ix, err := a.loadIndex(ctx)
 	if err != nil {
 		return err
 	}
-	for _, p := range loaded.Problems() {
-		a.log.Warn("sync db skipped", "err", p)
-	}
-	*ix = loaded
-	a.index.Store(loaded)
-	rep, err := (*s).Sync(ctx, *ix)
+	rep, err := (*s).Sync(ctx, ix)
 	seeded := (*s).SeededCIDs()
 	a.seeded.Store(&seeded)
 	a.mu.Lock()
