@@ -611,11 +611,6 @@ func (s *Seeder) save(rep *Report, keepPaths map[string]bool) {
 	}
 }
 
-// Repos returns the repositories a report counts, sorted.
-func (r *Report) RepoNames() []string {
-	return slices.Sorted(maps.Keys(r.Repos))
-}
-
 func (r *Report) count(sd seed) {
 	rc := r.Repos[sd.Repo]
 	rc.Files++

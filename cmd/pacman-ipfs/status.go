@@ -6,7 +6,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -171,7 +173,7 @@ func printStatus(w io.Writer, st *status) {
 	}
 	fmt.Fprintf(w, "last sync: %s, %.1fs, %s\n", ls.Started.Local().Format(time.DateTime), ls.Seconds, state)
 	fmt.Fprintf(w, "seeded:    %d files, %s\n", st.Seeded.Files, seeder.HumanBytes(st.Seeded.Bytes))
-	for _, name := range sortedKeys(st.Repos) {
+	for _, name := range slices.Sorted(maps.Keys(st.Repos)) {
 		rc := st.Repos[name]
 		fmt.Fprintf(w, "  %-12s %6d files %12s\n", name, rc.Files, seeder.HumanBytes(rc.Bytes))
 	}
@@ -195,9 +197,4 @@ func printStatus(w io.Writer, st *status) {
 	}
 	printNotes(w, "refused", st.Refused)
 	printNotes(w, "failed", st.Failed)
-}
-
-func sortedKeys(m map[string]seeder.RepoCount) []string {
-	r := seeder.Report{Repos: m}
-	return r.RepoNames()
 }
