@@ -202,8 +202,15 @@ func (ps *pass) run(ctx context.Context) error {
 	for _, sd := range p.Seeded {
 		ps.seeded(sd)
 	}
-	hashBytes := sumSizes(toHash)
-	ps.s.progressStart("seeding", len(p.Add)+len(toHash), sumSizes(p.Add)+2*hashBytes)
+	// Files still to hash are read twice: once hashed, once added.
+	var progressBytes int64
+	for _, sd := range p.Add {
+		progressBytes += sd.Size
+	}
+	for _, c := range toHash {
+		progressBytes += 2 * c.Stat.Size
+	}
+	ps.s.progressStart("seeding", len(p.Add)+len(toHash), progressBytes)
 	defer ps.s.progressEnd()
 
 	// Files the hash cache vouches for go to the adders first, while the hasher verifies the others; a
@@ -619,17 +626,4 @@ func (r *Report) count(sd seed) {
 	if !sd.NoCopy {
 		r.CopiedBytes += sd.Size
 	}
-}
-
-func sumSizes[T seed | candidate](xs []T) int64 {
-	var n int64
-	for _, x := range xs {
-		switch v := any(x).(type) {
-		case seed:
-			n += v.Size
-		case candidate:
-			n += v.Stat.Size
-		}
-	}
-	return n
 }
