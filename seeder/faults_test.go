@@ -28,22 +28,6 @@ func (r *rig) pinNames(t *testing.T) []string {
 	return names
 }
 
-// cacheNames lists the package files in the cache, sorted: what must be pinned.
-func (r *rig) cacheNames(t *testing.T) []string {
-	t.Helper()
-	ents, err := os.ReadDir(r.sb.CacheDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range ents {
-		if e.Type().IsRegular() && strings.Contains(e.Name(), ".pkg.tar") {
-			names = append(names, e.Name())
-		}
-	}
-	return names
-}
-
 // kubo killed (SIGKILL) in the middle of adding a large package, then restarted: the pass fails with an
 // error naming the node, nothing is half-pinned, and the next pass converges.
 func TestFaultKuboKilledMidAdd(t *testing.T) {
@@ -82,8 +66,8 @@ func TestFaultKuboKilledMidAdd(t *testing.T) {
 	r.client = client
 	r.s = seeder.New(seeder.Options{CacheDirs: r.cfg.CacheDirs, StateDir: r.state, Node: client})
 	rep := r.sync(t)
-	if !rep.Converged() || !slices.Equal(r.pinNames(t), r.cacheNames(t)) {
-		t.Errorf("after kubo's restart: converged %v, pins %v, cache %v", rep.Converged(), r.pinNames(t), r.cacheNames(t))
+	if !rep.Converged() || !slices.Equal(r.pinNames(t), r.sb.CachedPackages(t)) {
+		t.Errorf("after kubo's restart: converged %v, pins %v, cache %v", rep.Converged(), r.pinNames(t), r.sb.CachedPackages(t))
 	}
 	// The large file is complete in the node.
 	for c, name := range r.pins(t) {
@@ -121,8 +105,8 @@ func TestFaultFileRemovedMidPass(t *testing.T) {
 		t.Fatalf("Sync: %v", err)
 	}
 	rep = r.sync(t) // whatever the first pass saw, the next one converges
-	if !rep.Converged() || !slices.Equal(r.pinNames(t), r.cacheNames(t)) || len(r.cacheNames(t)) != len(pkgs)-1 {
-		t.Errorf("pins %v, cache %v", r.pinNames(t), r.cacheNames(t))
+	if !rep.Converged() || !slices.Equal(r.pinNames(t), r.sb.CachedPackages(t)) || len(r.sb.CachedPackages(t)) != len(pkgs)-1 {
+		t.Errorf("pins %v, cache %v", r.pinNames(t), r.sb.CachedPackages(t))
 	}
 }
 
@@ -209,12 +193,12 @@ func TestFaultKuboDiskFull(t *testing.T) {
 	}
 	for pass := 1; ; pass++ {
 		rep = r.sync(t)
-		if rep.Converged() && slices.Equal(r.pinNames(t), r.cacheNames(t)) {
+		if rep.Converged() && slices.Equal(r.pinNames(t), r.sb.CachedPackages(t)) {
 			t.Logf("converged after %d passes", pass)
 			break
 		}
 		if pass == 3 {
-			t.Fatalf("after making room: pins %v, cache %v, failed %v", r.pinNames(t), r.cacheNames(t), rep.Failed)
+			t.Fatalf("after making room: pins %v, cache %v, failed %v", r.pinNames(t), r.sb.CachedPackages(t), rep.Failed)
 		}
 	}
 }

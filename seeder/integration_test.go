@@ -95,20 +95,6 @@ func (r *rig) entry(t *testing.T, p alpmtest.Pkg) alpmdb.Entry {
 	return e
 }
 
-func copyFile(t *testing.T, from, to string) {
-	t.Helper()
-	b, err := os.ReadFile(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(to, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func fileCID(t *testing.T, path string) cid.Cid {
 	t.Helper()
 	b, err := os.ReadFile(path)
@@ -142,10 +128,10 @@ func TestIntegrationSeedsTheVerifiedCache(t *testing.T) {
 	if err := os.Symlink(r.repo.Path(linkedPkg), link); err != nil {
 		t.Fatal(err)
 	}
-	copyFile(t, r.repo.Path(partPkg), r.cached(partPkg)+".part")
-	copyFile(t, r.repo.Path(dlPkg), filepath.Join(r.sb.CacheDir, "download-Xy12Ab", dlPkg.FileName()))
+	alpmtest.CopyFile(t, r.repo.Path(partPkg), r.cached(partPkg)+".part", 0o644)
+	alpmtest.CopyFile(t, r.repo.Path(dlPkg), filepath.Join(r.sb.CacheDir, "download-Xy12Ab", dlPkg.FileName()), 0o644)
 	// A detached signature equal to the db's %PGPSIG% may be published.
-	copyFile(t, r.repo.Path(small)+".sig", r.cached(small)+".sig")
+	alpmtest.CopyFile(t, r.repo.Path(small)+".sig", r.cached(small)+".sig", 0o644)
 
 	rep := r.sync(t)
 	if rep.Added != 3 || !rep.Converged() {

@@ -141,3 +141,36 @@ func (s *Sandbox) SyncDBPath(name string) string {
 func (s *Sandbox) Path(rel string) string {
 	return filepath.Join(s.Root, rel)
 }
+
+// CachedPackages lists the package files in the sandbox's cache (regular files named *.pkg.tar*,
+// detached signatures included), sorted: what a seeder of this cache must have pinned.
+func (s *Sandbox) CachedPackages(t testing.TB) []string {
+	t.Helper()
+	ents, err := os.ReadDir(s.CacheDir)
+	if err != nil {
+		t.Fatalf("alpmtest: %v", err)
+	}
+	var names []string
+	for _, e := range ents {
+		if e.Type().IsRegular() && strings.Contains(e.Name(), ".pkg.tar") {
+			names = append(names, e.Name())
+		}
+	}
+	return names
+}
+
+// CopyFile copies from to to with mode, making to's directory: a package put into a cache by hand, a
+// binary put into a sandbox root.
+func CopyFile(t testing.TB, from, to string, mode os.FileMode) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatalf("alpmtest: %v", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
+		t.Fatalf("alpmtest: %v", err)
+	}
+	if err := os.WriteFile(to, b, mode); err != nil {
+		t.Fatalf("alpmtest: %v", err)
+	}
+}

@@ -74,8 +74,8 @@ func newE2E(t *testing.T, pkgs ...alpmtest.Pkg) *e2e {
 	e.sb = alpmtest.NewSandbox(t, e.repo)
 	e.sb.Pacman(t, "-Sy")
 	notify := filepath.Join(e.sb.Root, "usr", "lib", "pacman-ipfs", "pacman-ipfs-notify")
-	copyFile(t, notifyBinary(t), notify, 0o755)
-	copyFile(t, "../../hooks/pacman-ipfs.hook", filepath.Join(e.sb.HookDir, "pacman-ipfs.hook"), 0o644)
+	alpmtest.CopyFile(t, notifyBinary(t), notify, 0o755)
+	alpmtest.CopyFile(t, "../../hooks/pacman-ipfs.hook", filepath.Join(e.sb.HookDir, "pacman-ipfs.hook"), 0o644)
 	e.socket = filepath.Join(e.sb.Root, "run", "pacman-ipfs", "control.sock")
 	if err := os.MkdirAll(filepath.Dir(e.socket), 0o755); err != nil {
 		t.Fatal(err)
@@ -88,20 +88,6 @@ func newE2E(t *testing.T, pkgs ...alpmtest.Pkg) *e2e {
 	e.state = t.TempDir()
 	e.logs = filepath.Join(t.TempDir(), "agent.log")
 	return e
-}
-
-func copyFile(t testing.TB, from, to string, mode os.FileMode) {
-	t.Helper()
-	b, err := os.ReadFile(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(to, b, mode); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // listen puts the agent behind systemd-socket-activate, which listens now and starts the agent at the
@@ -165,34 +151,6 @@ func (e *e2e) pinned(t *testing.T) []string {
 	return names
 }
 
-// cacheFiles lists the package files in the cache: what must be pinned.
-func (e *e2e) cacheFiles(t *testing.T) []string {
-	t.Helper()
-	var names []string
-	for _, f := range regularFiles(t, e.sb.CacheDir) {
-		if strings.Contains(f, ".pkg.tar") {
-			names = append(names, f)
-		}
-	}
-	return names
-}
-
-// regularFiles lists the regular files of dir, sorted.
-func regularFiles(t testing.TB, dir string) []string {
-	t.Helper()
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, d := range ents {
-		if d.Type().IsRegular() {
-			names = append(names, d.Name())
-		}
-	}
-	return names
-}
-
 func within(t testing.TB, d time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()
 	start := time.Now()
@@ -238,7 +196,7 @@ func TestAgentEndToEnd(t *testing.T) {
 		t.Errorf("the hook printed %q", lines)
 	}
 	took := within(t, 30*time.Second, "pacman -S leads to pins", func() bool {
-		return slices.Equal(e.pinned(t), e.cacheFiles(t))
+		return slices.Equal(e.pinned(t), e.sb.CachedPackages(t))
 	})
 	t.Logf("pins %v %s after pacman -S returned", e.pinned(t), took.Round(time.Millisecond))
 
@@ -249,9 +207,9 @@ func TestAgentEndToEnd(t *testing.T) {
 	if err := os.Rename(filepath.Join(e.sb.CacheDir, b.FileName()), filepath.Join(t.TempDir(), b.FileName())); err != nil {
 		t.Fatal(err)
 	}
-	within(t, 15*time.Second, "removal and move unpinned", func() bool { return slices.Equal(e.pinned(t), e.cacheFiles(t)) })
+	within(t, 15*time.Second, "removal and move unpinned", func() bool { return slices.Equal(e.pinned(t), e.sb.CachedPackages(t)) })
 	// A verified file copied in by hand is seeded.
-	copyFile(t, e.repo.Path(c), filepath.Join(e.sb.CacheDir, c.FileName()), 0o644)
+	alpmtest.CopyFile(t, e.repo.Path(c), filepath.Join(e.sb.CacheDir, c.FileName()), 0o644)
 	within(t, 15*time.Second, "hand-copied file seeded", func() bool { return slices.Contains(e.pinned(t), c.FileName()) })
 
 	// status talks to the running agent.
@@ -331,12 +289,12 @@ func TestAgentKilledWhileSeedingConverges(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	copyFile(t, e.repo.Path(byHand), filepath.Join(e.sb.CacheDir, byHand.FileName()), 0o644)
+	alpmtest.CopyFile(t, e.repo.Path(byHand), filepath.Join(e.sb.CacheDir, byHand.FileName()), 0o644)
 
 	// The next transaction's hook activates it again; its first pass catches up.
 	e.listen(t)
 	e.sb.Pacman(t, "-S", "late")
-	within(t, 60*time.Second, "pins converge to the cache", func() bool { return slices.Equal(e.pinned(t), e.cacheFiles(t)) })
+	within(t, 60*time.Second, "pins converge to the cache", func() bool { return slices.Equal(e.pinned(t), e.sb.CachedPackages(t)) })
 	// Every pin is complete in the node.
 	pins, _ := e.client.Pins(context.Background(), seeder.PinPrefix)
 	for c, name := range pins {

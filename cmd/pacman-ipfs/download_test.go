@@ -225,7 +225,7 @@ func TestDownloadThroughTheEndpoint(t *testing.T) {
 	nodeA.Stop(t)
 	t.Logf("A stopped in %s", time.Since(ts).Round(time.Millisecond))
 	// paccache -r everything (pacman -Scc --noconfirm answers its own question with no).
-	for _, f := range regularFiles(t, b.CacheDir) {
+	for _, f := range b.CachedPackages(t) {
 		if err := os.Remove(filepath.Join(b.CacheDir, f)); err != nil {
 			t.Fatal(err)
 		}

@@ -58,7 +58,7 @@ func TestFaultAgentKilled50Times(t *testing.T) {
 	t.Logf("after 50 kills: %d of %d packages pinned", len(e.pinned(t)), len(pkgs))
 
 	startAgent(t, args[1:]...)
-	within(t, 60*time.Second, "pins converge to the cache", func() bool { return slices.Equal(e.pinned(t), e.cacheFiles(t)) })
+	within(t, 60*time.Second, "pins converge to the cache", func() bool { return slices.Equal(e.pinned(t), e.sb.CachedPackages(t)) })
 	pins, err := e.client.Pins(t.Context(), seeder.PinPrefix)
 	if err != nil {
 		t.Fatal(err)
@@ -103,6 +103,6 @@ func TestFaultKuboDownForAMinute(t *testing.T) {
 	if e.client, err = kubo.Dial(t.Context(), e.node.APIAddr); err != nil {
 		t.Fatal(err)
 	}
-	took := within(t, 30*time.Second, "pins converge after kubo's return", func() bool { return slices.Equal(e.pinned(t), e.cacheFiles(t)) })
+	took := within(t, 30*time.Second, "pins converge after kubo's return", func() bool { return slices.Equal(e.pinned(t), e.sb.CachedPackages(t)) })
 	t.Logf("kubo down %s; pins converged %s after it came back", back.Sub(start).Round(time.Second), took.Round(time.Millisecond))
 }
