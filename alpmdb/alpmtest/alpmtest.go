@@ -11,7 +11,9 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -78,3 +80,22 @@ func run(dir, name string, args ...string) (string, error) {
 	}
 	return out.String(), nil
 }
+
+// PacmanMajor is the major version of the installed pacman tools (6 on Debian bookworm, 7 on trixie
+// and Arch), read once from `repo-add --version`; 0 when repo-add is missing or says nothing usable.
+// pacman 7's repo-add writes no %MD5SUM% and embeds %PGPSIG% only with --include-sigs.
+var PacmanMajor = sync.OnceValue(func() int {
+	out, err := exec.Command("repo-add", "--version").CombinedOutput()
+	if err != nil {
+		return 0
+	}
+	// "repo-add (pacman) 7.0.0"
+	for f := range strings.FieldsSeq(string(out)) {
+		if major, _, ok := strings.Cut(f, "."); ok {
+			if n, err := strconv.Atoi(major); err == nil {
+				return n
+			}
+		}
+	}
+	return 0
+})

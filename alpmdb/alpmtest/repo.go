@@ -29,6 +29,13 @@ type Repo struct {
 	Files map[string]string
 	// Pkgs maps each package name to the Pkg the database currently lists.
 	Pkgs map[string]Pkg
+	// NoDBSigs makes Add leave %PGPSIG% out of the database although packages have a .sig beside
+	// them: what pacman 7's repo-add does without --include-sigs. By default the database carries the
+	// signatures, as pacman 6's repo-add always did (pacman 7 is given --include-sigs).
+	NoDBSigs bool
+	// Signer, when set, signs every package Add builds with a real key (a .sig beside it), as makepkg
+	// --sign does; Pkg.Sig's made-up signature is not written then.
+	Signer *Signer
 }
 
 // MakeRepo builds pkgs into a fresh temp dir and runs the real
@@ -66,12 +73,36 @@ func (r *Repo) Add(t testing.TB, pkgs ...Pkg) {
 	if len(pkgs) == 0 {
 		return
 	}
-	args := []string{"--nocolor", r.DB}
+	args := []string{"--nocolor"}
+	if !r.NoDBSigs && PacmanMajor() >= 7 {
+		args = append(args, "--include-sigs")
+	}
+	args = append(args, r.DB)
+	var sigs []string
 	for _, p := range pkgs {
 		p = p.withDefaults()
+		if r.Signer != nil {
+			p.Sig = false
+		}
 		path := BuildPackage(t, r.Dir, p)
 		r.Files[p.FileName()] = path
 		args = append(args, path)
+		if r.Signer != nil {
+			r.Signer.Sign(t, path)
+			p.Sig = true
+		}
+		if p.Sig {
+			sigs = append(sigs, path+".sig")
+		}
+	}
+	if r.NoDBSigs && PacmanMajor() < 7 {
+		// pacman 6's repo-add embeds every .sig it finds: hide them while it runs.
+		for _, sig := range sigs {
+			if err := os.Rename(sig, sig+".hidden"); err != nil {
+				t.Fatalf("alpmtest: %v", err)
+			}
+			defer os.Rename(sig+".hidden", sig)
+		}
 	}
 	if _, err := run(r.Dir, "repo-add", args...); err != nil {
 		t.Fatalf("alpmtest: %v", err)
@@ -107,7 +138,7 @@ func (r *Repo) Entries(t testing.TB) []Entry {
 	t.Helper()
 	var entries []Entry
 	for _, p := range r.Pkgs {
-		e, err := entryOf(r.Path(p), p)
+		e, err := entryOf(r.Path(p), p, !r.NoDBSigs)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -117,8 +148,9 @@ func (r *Repo) Entries(t testing.TB) []Entry {
 	return entries
 }
 
-// entryOf computes the database entry repo-add writes for package file path.
-func entryOf(path string, p Pkg) (Entry, error) {
+// entryOf computes the database entry repo-add writes for package file path: %MD5SUM% only where
+// repo-add still writes it (pacman 6), %PGPSIG% when withSig and a .sig lies beside the package.
+func entryOf(path string, p Pkg, withSig bool) (Entry, error) {
 	p = p.withDefaults()
 	f, err := os.Open(path)
 	if err != nil {
@@ -140,11 +172,16 @@ func entryOf(path string, p Pkg) (Entry, error) {
 		Base:      p.Name,
 		Desc:      p.Desc(),
 		ISize:     int64(p.Size),
-		MD5:       hex.EncodeToString(md.Sum(nil)),
 		URL:       p.URL(),
 		License:   License,
 		BuildDate: BuildDate,
 		Packager:  Packager,
+	}
+	if PacmanMajor() < 7 {
+		e.MD5 = hex.EncodeToString(md.Sum(nil))
+	}
+	if !withSig {
+		return e, nil
 	}
 	// repo-add embeds whatever <file>.sig holds, so read it rather than assume p.Sig.
 	sig, err := os.ReadFile(path + ".sig")

@@ -1,6 +1,7 @@
 package alpmtest
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -26,6 +27,9 @@ type Sandbox struct {
 	// Options are extra lines for [options], e.g. "XferCommand = ...".
 	// Call WriteConf after changing it.
 	Options []string
+	// SigLevel is pacman's SigLevel, "Never" when empty: test packages are unsigned or carry made-up
+	// signatures unless a Signer signed them and Signer.Trust put its key into GPGDir.
+	SigLevel string
 }
 
 // NewSandbox makes the sandbox's directories and writes Conf with one
@@ -74,8 +78,7 @@ func (s *Sandbox) ConfText() string {
 		{"LogFile", s.LogFile},
 		{"GPGDir", s.GPGDir},
 		{"Architecture", DefaultArch},
-		// Test packages and databases are unsigned (or carry made-up signatures).
-		{"SigLevel", "Never"},
+		{"SigLevel", cmp.Or(s.SigLevel, "Never")},
 	} {
 		fmt.Fprintf(&b, "%s = %s\n", kv[0], kv[1])
 	}
