@@ -19,6 +19,7 @@ const (
 	defaultRootDir    = "/"
 	defaultDBPath     = "/var/lib/pacman/"
 	defaultCacheDir   = "/var/cache/pacman/pkg/"
+	defaultGPGDir     = "/etc/pacman.d/gnupg/"
 )
 
 // maxIncludeDepth bounds Include chains so a file that includes itself is an error, not a hang.
@@ -32,6 +33,9 @@ type Config struct {
 	CacheDirs     []string // every CacheDir, in order
 	Architectures []string // Architecture, "auto" resolved to the machine's
 	Repos         []Repo   // sync repositories in the order pacman uses them
+	// GPGDir is pacman's GnuPG directory (its keyring), "/etc/pacman.d/gnupg/" unless set; like pacman,
+	// it is not placed under RootDir.
+	GPGDir string
 }
 
 // Repo is one [section] of pacman.conf other than [options].
@@ -156,6 +160,8 @@ func (p *confParser) option(key, value string) {
 		p.cfg.RootDir, p.rootSet = value, true
 	case "DBPath":
 		p.cfg.DBPath, p.dbSet = value, true
+	case "GPGDir":
+		p.cfg.GPGDir = value
 	case "CacheDir":
 		p.cfg.CacheDirs = append(p.cfg.CacheDirs, strings.Fields(value)...)
 	case "Architecture":
@@ -190,6 +196,9 @@ func (p *confParser) finish() (*Config, error) {
 	}
 	if !strings.HasSuffix(c.DBPath, "/") {
 		c.DBPath += "/"
+	}
+	if c.GPGDir == "" {
+		c.GPGDir = defaultGPGDir
 	}
 	if len(c.CacheDirs) == 0 {
 		c.CacheDirs = []string{defaultCacheDir}

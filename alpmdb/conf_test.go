@@ -2,6 +2,7 @@ package alpmdb_test
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"io/fs"
 	"os"
@@ -226,6 +227,14 @@ func TestReadConfig(t *testing.T) {
 			wantErr: "@DIR@/pacman.conf:2: bad section header",
 		},
 		{
+			name:  "GPGDir, which RootDir does not move",
+			files: map[string]string{"pacman.conf": "[options]\nRootDir = /srv/root\nGPGDir = /srv/keys/\n"},
+			want: alpmdb.Config{
+				RootDir: "/srv/root", DBPath: "/srv/root/var/lib/pacman/", CacheDirs: []string{"/var/cache/pacman/pkg/"},
+				Architectures: []string{arch}, GPGDir: "/srv/keys/",
+			},
+		},
+		{
 			name:    "empty section header",
 			files:   map[string]string{"pacman.conf": "[options]\n[]\n"},
 			wantErr: "@DIR@/pacman.conf:2: bad section header",
@@ -253,6 +262,7 @@ func TestReadConfig(t *testing.T) {
 			}
 			want := tt.want
 			want.Path = path
+			want.GPGDir = cmp.Or(want.GPGDir, "/etc/pacman.d/gnupg/")
 			if !reflect.DeepEqual(got, &want) {
 				t.Errorf("ReadConfig =\n%+v\nwant\n%+v", *got, want)
 			}
@@ -309,6 +319,7 @@ func TestConfigMatchesPacmanConf(t *testing.T) {
 		{name: "RootDir only", files: map[string]string{"pacman.conf": "[options]\nRootDir = @DIR@/root\n"}},
 		{name: "RootDir with slash", files: map[string]string{"pacman.conf": "[options]\nRootDir = @DIR@/root/\n"}},
 		{name: "RootDir and DBPath", files: map[string]string{"pacman.conf": "[options]\nRootDir = @DIR@/root\nDBPath = @DIR@/db\n"}},
+		{name: "RootDir and GPGDir", files: map[string]string{"pacman.conf": "[options]\nRootDir = @DIR@/root\nGPGDir = @DIR@/keys/\n"}},
 		{
 			name: "CacheDirs",
 			files: map[string]string{"pacman.conf": "[options]\nCacheDir = /c1 /c2/\nCacheDir = /c3\n" +
@@ -363,6 +374,10 @@ func TestConfigMatchesPacmanConf(t *testing.T) {
 			rootDir, _ := pacmanConf(t, path, "RootDir")
 			cacheDirs, _ := pacmanConf(t, path, "CacheDir")
 			archs, _ := pacmanConf(t, path, "Architecture")
+			gpgDir, _ := pacmanConf(t, path, "GPGDir")
+			if len(gpgDir) != 1 || gpgDir[0] != cfg.GPGDir {
+				t.Errorf("GPGDir = %q, pacman-conf says %q", cfg.GPGDir, gpgDir)
+			}
 
 			// pacman-conf prints DBPath as written (or root + "/var/lib/pacman/", keeping a double slash);
 			// libalpm adds the trailing slash and treats "//" as "/", so compare the cleaned paths.
