@@ -10,6 +10,7 @@ import (
 	"github.com/ipfs/go-cid"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/sigcheck"
 )
 
 // Index is what the seeder needs of the sync databases (alpmdb.Index provides it).
@@ -47,25 +48,30 @@ type verdict struct {
 	Repo   string
 	SHA256 [sha256.Size]byte // what the file's bytes must hash to
 	Size   int64
+	// Unvouched marks a detached signature whose db carries none to compare it with: it is checked
+	// against pacman's keyring over its verified package instead (SHA256 and Size are the package's).
+	Unvouched bool
 }
 
 // Refusal reasons, as the summary and status print them.
 const (
 	reasonNotRegular = "not a regular file"
 	reasonNotInDB    = "not in any sync db"
-	reasonNoSig      = "sync db carries no signature for this package"
+	reasonNoSig      = "sync db carries no signature for this package, and no keyring to check it with"
 	reasonSize       = "size mismatch"
 	reasonChecksum   = "sha256 mismatch"
+	reasonBadSig     = "signature not valid"
 )
 
 // classify decides what a candidate is from the index and its hash record (nil when it has none).
 // It reads no file.
-func classify(c candidate, ix Index, rec *record) verdict {
+// sigs says whether signatures the db does not carry can be checked against a keyring.
+func classify(c candidate, ix Index, rec *record, sigs bool) verdict {
 	if !c.Stat.Mode.IsRegular() {
 		return verdict{Kind: refused, Reason: fmt.Sprintf("%s (%s)", reasonNotRegular, typeName(c.Stat.Mode))}
 	}
 	known := rec != nil && rec.matches(c.Stat)
-	want, ok := expect(c.Name, ix)
+	want, ok := expect(c.Name, ix, sigs)
 	if !ok {
 		// A file verified earlier stays seeded after a newer db drops it: peers with the older db want it.
 		if known && rec.Repo != "" {
@@ -75,6 +81,9 @@ func classify(c candidate, ix Index, rec *record) verdict {
 			return want
 		}
 		return verdict{Kind: refused, Reason: reasonNotInDB}
+	}
+	if want.Unvouched {
+		return classifyUnvouched(c, want, known, rec)
 	}
 	if c.Stat.Size != want.Size {
 		return verdict{Kind: refused, Reason: fmt.Sprintf("%s: %d bytes, the %s db says %d", reasonSize, c.Stat.Size, want.Repo, want.Size)}
@@ -90,15 +99,34 @@ func classify(c candidate, ix Index, rec *record) verdict {
 	return want
 }
 
+// classifyUnvouched decides on a signature the db does not carry: its hash record says whether it
+// passed the keyring check over its package (rec.Repo set) or why not.
+func classifyUnvouched(c candidate, want verdict, known bool, rec *record) verdict {
+	switch {
+	case c.Stat.Size > sigcheck.MaxSize:
+		return verdict{Kind: refused, Reason: fmt.Sprintf("%s: %d bytes, more than a signature", reasonBadSig, c.Stat.Size)}
+	case !known || !rec.Hashed:
+		want.Kind = needHash
+		return want
+	case rec.Repo == "":
+		return verdict{Kind: refused, Reason: rec.Why}
+	}
+	return verdict{Kind: verified, Repo: rec.Repo, SHA256: [sha256.Size]byte(rec.SHA256), Size: c.Stat.Size}
+}
+
 // expect returns what the sync dbs say a file of this name must be. A detached signature must equal the
-// %PGPSIG% its db carries for the package.
-func expect(name string, ix Index) (verdict, bool) {
+// %PGPSIG% its db carries for the package; where the db carries none (pacman 7's repo-add) and sigs is
+// set, it must be a valid signature over the verified package by a key in pacman's keyring.
+func expect(name string, ix Index, sigs bool) (verdict, bool) {
 	if base, ok := strings.CutSuffix(name, ".sig"); ok {
 		e, ok := ix.Lookup(base)
 		if !ok {
 			return verdict{}, false
 		}
 		sig := e.Signature()
+		if sig == nil && sigs {
+			return verdict{Repo: e.Repo, SHA256: e.SHA256, Size: e.Size, Unvouched: true}, true
+		}
 		if sig == nil {
 			return verdict{Kind: refused, Reason: reasonNoSig}, false
 		}

@@ -53,7 +53,7 @@ func TestClassify(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			v := classify(candidate{Dir: "/c", Name: tt.file, Path: "/c/" + tt.file, Stat: tt.stat}, ix, tt.rec)
+			v := classify(candidate{Dir: "/c", Name: tt.file, Path: "/c/" + tt.file, Stat: tt.stat}, ix, tt.rec, false)
 			if v.Kind != tt.want || v.Repo != tt.repo || !strings.Contains(v.Reason, tt.reasonIs) {
 				t.Errorf("classify = %+v, want kind %d repo %q reason containing %q", v, tt.want, tt.repo, tt.reasonIs)
 			}

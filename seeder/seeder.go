@@ -29,6 +29,7 @@ import (
 	"github.com/ipfs/go-cid"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/sigcheck"
 )
 
 // Options configure a Seeder.
@@ -45,6 +46,15 @@ type Options struct {
 	// PublishKey, when set, names the IPNS key the index root is published under. Off by default: it
 	// tells the world what this machine holds.
 	PublishKey string
+	// Signatures returns what checks the detached signatures a sync db does not carry (pacman 7's
+	// repo-add leaves %PGPSIG% out) against pacman's keyring. It is asked at the start of every pass, so
+	// a keyring made later (pacman-key --init) is used from then on; nil (or a nil result) refuses them.
+	Signatures func() SigVerifier
+}
+
+// SigVerifier checks a detached signature over a package's bytes: sigcheck.Keyring, with pacman's keyring.
+type SigVerifier interface {
+	Verify(ctx context.Context, sig []byte, data io.Reader) error
 }
 
 // Seeder runs reconcile passes. Its methods must not be called concurrently.
@@ -87,6 +97,10 @@ type Report struct {
 	Index       string               `json:"index,omitempty"`      // /ipfs/<cid> of the mirror-shaped index of what is seeded
 	IndexName   string               `json:"index_name,omitempty"` // /ipns/<name> it is published under, when it is
 	HashedBytes int64                `json:"hashed_bytes"`         // bytes read to verify checksums in this pass
+	// Zero copy: pins added again because their blocks were referenced from a file that left the cache,
+	// and references into the CacheDirs still pointing at no seeded file after that (unreadable blocks).
+	RepairedRefs int `json:"repaired_refs,omitempty"`
+	BrokenRefs   int `json:"broken_refs"`
 }
 
 // DirReport describes one CacheDir.
@@ -120,7 +134,7 @@ type RepoCount struct {
 
 // Converged says whether every verifiable file is seeded and nothing else of ours is pinned.
 func (r *Report) Converged() bool {
-	if len(r.Failed) > 0 {
+	if len(r.Failed) > 0 || r.BrokenRefs > 0 {
 		return false
 	}
 	for _, d := range r.Dirs {
@@ -145,6 +159,9 @@ func (s *Seeder) Sync(ctx context.Context, ix *alpmdb.Index) (*Report, error) {
 	}
 
 	ps := &pass{s: s, ix: ix, rep: rep, keep: map[cid.Cid]bool{}, keepPaths: map[string]bool{}}
+	if s.opts.Signatures != nil {
+		ps.sigs = s.opts.Signatures()
+	}
 	err := ps.run(ctx)
 	if !ps.listed {
 		return rep, err // the node never answered: leave the state as it was
@@ -172,6 +189,7 @@ type pass struct {
 	indexed   []seed           // seeded files with their CIDs, for the index
 	gcOnce    sync.Once
 	gcErr     error
+	sigs      SigVerifier // nil: signatures the dbs do not carry are refused
 }
 
 // addJob is a verified file and the hash record it was verified under.
@@ -250,7 +268,7 @@ func (ps *pass) run(ctx context.Context) error {
 	for _, sd := range p.Add {
 		send(sd)
 	}
-	for res := range ps.s.hashAll(ctx, toHash) {
+	for res := range ps.hashAll(ctx, toHash) {
 		ps.mu.Lock()
 		sd, ok := ps.accept(res)
 		known := ok && sd.CID.Defined() && (ps.pins[sd.CID] != "" || ps.keep[sd.CID])
@@ -281,7 +299,7 @@ func (ps *pass) run(ctx context.Context) error {
 		ps.rep.Unpinned++
 		ps.s.log.Info("unpinned", "cid", c.String(), "pin", ps.pins[c])
 	}
-	return nil
+	return ps.repairRefs(ctx)
 }
 
 // publishIndex brings the node's mirror-shaped index in line with what is seeded, and publishes its root
@@ -443,7 +461,7 @@ func (ps *pass) scan(ctx context.Context) (seeds []seed, toHash []candidate) {
 		rep.Dirs = append(rep.Dirs, dr)
 		for _, c := range cands {
 			ps.keepPaths[c.Path] = true
-			v := classify(c, ps.ix, s.state.Files[c.Path])
+			v := classify(c, ps.ix, s.state.Files[c.Path], ps.sigs != nil)
 			switch v.Kind {
 			case refused:
 				rep.Refused = append(rep.Refused, FileNote{Path: c.Path, Reason: v.Reason})
@@ -463,11 +481,15 @@ type hashResult struct {
 	st  fileStat
 	sum [sha256.Size]byte
 	err error
+	// For a signature the db does not carry: the repo of its package when it passed the keyring check,
+	// else why not.
+	sigRepo, sigWhy string
 }
 
 // hashAll hashes files in a goroutine of its own, one at a time and one ahead of its reader. The channel
 // is closed when all are done or ctx is.
-func (s *Seeder) hashAll(ctx context.Context, toHash []candidate) <-chan hashResult {
+func (ps *pass) hashAll(ctx context.Context, toHash []candidate) <-chan hashResult {
+	s := ps.s
 	out := make(chan hashResult, 1)
 	go func() {
 		defer close(out)
@@ -476,10 +498,50 @@ func (s *Seeder) hashAll(ctx context.Context, toHash []candidate) <-chan hashRes
 				return
 			}
 			st, sum, err := hashFile(ctx, c, s.buf, s.progressAdd)
-			out <- hashResult{c: c, st: st, sum: sum, err: err}
+			res := hashResult{c: c, st: st, sum: sum, err: err}
+			if want, _ := expect(c.Name, ps.ix, ps.sigs != nil); err == nil && want.Unvouched {
+				res.sigRepo, res.sigWhy = ps.checkSignature(ctx, c, st, want)
+			}
+			out <- res
 		}
 	}()
 	return out
+}
+
+// checkSignature checks a signature the db does not carry over its package, which lies beside it and
+// must itself match its db entry: the package's bytes go through sha256 and gpgv in one read. It returns
+// the package's repo when the signature is good, or the reason it is refused.
+func (ps *pass) checkSignature(ctx context.Context, c candidate, st fileStat, pkg verdict) (repo, why string) {
+	sigFile, err := openSame(c.Path, st, true)
+	if err != nil {
+		return "", err.Error()
+	}
+	sig, err := io.ReadAll(io.LimitReader(sigFile, sigcheck.MaxSize+1))
+	sigFile.Close()
+	if err != nil {
+		return "", fmt.Sprintf("read %s: %v", c.Path, err)
+	}
+	pkgPath := strings.TrimSuffix(c.Path, ".sig")
+	pst, err := lstat(pkgPath)
+	if err != nil || !pst.Mode.IsRegular() || pst.Size != pkg.Size {
+		return "", reasonBadSig + ": its package is not in the cache as the sync db describes it"
+	}
+	f, err := openSame(pkgPath, pst, true)
+	if err != nil {
+		return "", err.Error()
+	}
+	defer f.Close()
+	h := sha256.New()
+	body := io.TeeReader(&ctxReader{ctx: ctx, r: io.LimitReader(f, pkg.Size)}, h)
+	verr := ps.sigs.Verify(ctx, sig, body)
+	_, _ = io.Copy(h, body) // gpgv may stop reading early on a bad signature
+	switch {
+	case [sha256.Size]byte(h.Sum(nil)) != pkg.SHA256:
+		return "", reasonBadSig + ": its package does not match the sync db"
+	case verr != nil:
+		return "", verr.Error()
+	}
+	return pkg.Repo, ""
 }
 
 // accept records a hash result and returns the seed when the file is verified.
@@ -499,9 +561,10 @@ func (ps *pass) accept(res hashResult) (seed, bool) {
 		return seed{}, false
 	}
 	rep.HashedBytes += res.st.Size
-	rec := &record{Dev: res.st.Dev, Ino: res.st.Ino, Size: res.st.Size, Mtime: res.st.Mtime, Ctime: res.st.Ctime, Hashed: true, SHA256: res.sum}
+	rec := &record{Dev: res.st.Dev, Ino: res.st.Ino, Size: res.st.Size, Mtime: res.st.Mtime, Ctime: res.st.Ctime, Hashed: true, SHA256: res.sum,
+		Repo: res.sigRepo, Why: res.sigWhy}
 	c.Stat = res.st
-	v := classify(c, ps.ix, rec)
+	v := classify(c, ps.ix, rec, ps.sigs != nil)
 	if v.Kind == verified {
 		rec.Repo = v.Repo
 	}
@@ -613,6 +676,7 @@ func (s *Seeder) save(rep *Report, keepPaths map[string]bool) {
 	sort.Slice(rep.Refused, func(i, j int) bool { return rep.Refused[i].Path < rep.Refused[j].Path })
 	rep.Duration = time.Since(rep.Started)
 	s.state.Last = rep
+	s.state.BrokenRefs = rep.BrokenRefs
 	if err := s.state.save(s.opts.StateDir); err != nil {
 		s.log.Error("state not saved; the next pass re-hashes", "err", err)
 	}

@@ -25,6 +25,7 @@ type record struct {
 	Hashed       bool
 	SHA256       digest
 	Repo         string `json:",omitempty"` // set once the bytes matched this repo's db entry
+	Why          string `json:",omitempty"` // why a signature the db does not carry was refused
 }
 
 // digest is a sha256 that reads as hex in the state file.
@@ -54,6 +55,8 @@ type state struct {
 	Last    *Report            `json:",omitempty"`
 	// The index last written to the node, and a fingerprint of what it holds.
 	Index, IndexSum, IndexName string `json:",omitempty"`
+	// BrokenRefs is what the last reference check left unrepaired: the next pass checks again.
+	BrokenRefs int `json:",omitempty"`
 }
 
 func newState() *state {

@@ -134,6 +134,7 @@ func runAgent(ctx context.Context, args []string) error {
 		endpoint := mirror.New(mirror.Options{
 			Index: a.Index, Node: api, Seeded: a.Seeded,
 			Mirrors: mirrors, Indexes: indexes, Hedge: hedge, Log: log,
+			Signatures: pacmanKeyring(cfg, log),
 		})
 		srv := &http.Server{
 			// A download in flight is activity: the agent must not idle out under it.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/sigcheck"
 )
 
 // DefaultStateDir is where the agent and `sync` keep hash results and the last report
@@ -38,7 +39,7 @@ func (c *common) register(fs *flag.FlagSet) {
 
 // seederOptions are the seeder's options from the flags and pacman's configuration.
 func (c *common) seederOptions(cfg *alpmdb.Config, node seeder.Node, log *slog.Logger) seeder.Options {
-	return seeder.Options{
+	opts := seeder.Options{
 		CacheDirs:     cfg.CacheDirs,
 		StateDir:      c.stateDir,
 		Node:          node,
@@ -46,6 +47,21 @@ func (c *common) seederOptions(cfg *alpmdb.Config, node seeder.Node, log *slog.L
 		IndexDir:      c.indexDir,
 		Architectures: cfg.Architectures,
 		PublishKey:    c.publishKey,
+	}
+	opts.Signatures = pacmanKeyring(cfg, log)
+	return opts
+}
+
+// pacmanKeyring returns what checks the signatures the sync dbs do not carry (pacman 7's repo-add)
+// against pacman's keyring, looked up each time: nil while there is none (before pacman-key --init).
+func pacmanKeyring(cfg *alpmdb.Config, log *slog.Logger) func() seeder.SigVerifier {
+	return func() seeder.SigVerifier {
+		kr, err := sigcheck.Find(cfg.GPGDir)
+		if err != nil {
+			log.Info("signatures the sync dbs do not carry are not used", "err", err)
+			return nil
+		}
+		return kr
 	}
 }
 

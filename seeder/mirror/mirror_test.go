@@ -25,6 +25,7 @@ import (
 type fakeIPFS struct {
 	delay time.Duration
 	files map[cid.Cid][]byte
+	paths map[string]cid.Cid // what Resolve finds under an index root
 }
 
 func (f *fakeIPFS) Cat(ctx context.Context, c cid.Cid) (io.ReadCloser, error) {
@@ -42,6 +43,9 @@ func (f *fakeIPFS) Cat(ctx context.Context, c cid.Cid) (io.ReadCloser, error) {
 }
 
 func (f *fakeIPFS) Resolve(ctx context.Context, p string) (cid.Cid, error) {
+	if c, ok := f.paths[p]; ok {
+		return c, nil
+	}
 	return cid.Undef, errors.New("no index")
 }
 
@@ -292,4 +296,67 @@ func FuzzParseMirrorlist(f *testing.F) {
 			}
 		}
 	})
+}
+
+// sigVerifier stands in for gpgv: a signature is good when it is "good:" followed by the data's sha256.
+type sigVerifier struct{}
+
+func (sigVerifier) Verify(ctx context.Context, sig []byte, data io.Reader) error {
+	h := sha256.New()
+	if _, err := io.Copy(h, data); err != nil {
+		return err
+	}
+	if !bytes.Equal(sig, append([]byte("good:"), h.Sum(nil)...)) {
+		return errors.New("bad signature")
+	}
+	return nil
+}
+
+// A signature the db does not carry comes from a peer only once it is valid over the package; a bad
+// one, or none, sends the request to the mirrors.
+func TestPeerSignatureOnlyWhenValid(t *testing.T) {
+	large := nodetest.Bytes(2, 3<<20)
+	sum := sha256.Sum256(large)
+	good := append([]byte("good:"), sum[:]...)
+	for _, tt := range []struct {
+		name       string
+		peer       []byte // what the peer's index has as large's .sig; nil for nothing
+		fromMirror bool
+	}{
+		{"valid", good, false},
+		{"over other bytes", append([]byte("good:"), make([]byte, 32)...), true},
+		{"not in any index", nil, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			m := newMirror(t)
+			m.files["/core/os/x86_64/large-1-1-x86_64.pkg.tar.zst.sig"] = good
+			ipfs := &fakeIPFS{files: map[cid.Cid][]byte{}, paths: map[string]cid.Cid{}}
+			largeCID, sigCID := seeder.RawCID([32]byte{42}), seeder.RawCID([32]byte{43})
+			ipfs.files[largeCID] = large
+			ipfs.paths["/ipfs/root/core/os/x86_64/large-1-1-x86_64.pkg.tar.zst"] = largeCID
+			if tt.peer != nil {
+				ipfs.files[sigCID] = tt.peer
+				ipfs.paths["/ipfs/root/core/os/x86_64/large-1-1-x86_64.pkg.tar.zst.sig"] = sigCID
+			}
+			ix := alpmdb.NewIndex([]alpmdb.Entry{{Repo: "core", FileName: "large-1-1-x86_64.pkg.tar.zst", Size: int64(len(large)), SHA256: sum}})
+			srv := httptest.NewServer(New(Options{
+				Index: func() *alpmdb.Index { return ix }, Node: ipfs, Indexes: []string{"/ipfs/root"},
+				Mirrors: []string{m.URL + "/$repo/os/$arch"}, Hedge: 100 * time.Millisecond,
+				Signatures: func() seeder.SigVerifier { return sigVerifier{} },
+			}))
+			t.Cleanup(srv.Close)
+			resp, err := http.Get(srv.URL + "/core/os/x86_64/large-1-1-x86_64.pkg.tar.zst.sig")
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || !bytes.Equal(b, good) {
+				t.Errorf("%d %q, want the good signature", resp.StatusCode, b)
+			}
+			if got := len(m.requests()) > 0; got != tt.fromMirror {
+				t.Errorf("mirror asked: %v, want %v", m.requests(), tt.fromMirror)
+			}
+		})
+	}
 }

@@ -27,6 +27,7 @@ import (
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/sigcheck"
 )
 
 // Fetcher is the IPFS side: kubo's RPC API implements it.
@@ -53,6 +54,10 @@ type Options struct {
 	Hedge  time.Duration
 	Client *http.Client
 	Log    *slog.Logger
+	// Signatures returns what checks a detached signature the sync db does not carry against pacman's
+	// keyring (nil when there is none). With it, such a signature is taken from a peer that seeds it,
+	// found under the followed indexes, once it proved valid over the package; else from the mirrors.
+	Signatures func() seeder.SigVerifier
 }
 
 // Server is the mirror endpoint. It is an http.Handler.
@@ -109,9 +114,13 @@ func (s *Server) index() *alpmdb.Index {
 	return s.opts.Index()
 }
 
-// signature serves a package's detached signature from the sync db itself when it carries one.
+// signature serves a package's detached signature from the sync db itself when it carries one, else
+// from a peer when it can be checked, else from the mirrors.
 func (s *Server) signature(w http.ResponseWriter, r *http.Request, req Request, e alpmdb.Entry) {
 	sig := e.Signature()
+	if sig == nil {
+		sig = s.peerSignature(r.Context(), req, e)
+	}
 	if sig == nil {
 		s.proxy(w, r, req)
 		return
@@ -122,6 +131,69 @@ func (s *Server) signature(w http.ResponseWriter, r *http.Request, req Request, 
 		return
 	}
 	_, _ = w.Write(sig)
+}
+
+// sigCheckTime bounds the check of a peer's signature: the package is normally read back from the
+// node's own blocks (pacman fetched it a moment ago), and anything slower is the mirrors' job.
+const sigCheckTime = 5 * time.Second
+
+// peerSignature returns the signature a peer seeds for the package, found under the followed indexes,
+// once pacman's keyring says it is valid over the package (read back from the node and checked against
+// the db's sha256). nil when there is none, or it cannot be checked in time.
+func (s *Server) peerSignature(ctx context.Context, req Request, e alpmdb.Entry) []byte {
+	if s.opts.Signatures == nil || len(s.opts.Indexes) == 0 {
+		return nil
+	}
+	kr := s.opts.Signatures()
+	if kr == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, sigCheckTime)
+	defer cancel()
+	c := s.fromIndexes(ctx, req)
+	if !c.Defined() {
+		return nil
+	}
+	sig, err := s.catAtMost(ctx, c, sigcheck.MaxSize)
+	if err != nil {
+		s.log.Debug("peer signature unavailable", "file", req.File, "err", err)
+		return nil
+	}
+	pkgReq := req
+	pkgReq.File = strings.TrimSuffix(req.File, ".sig")
+	pc := s.cidOf(ctx, pkgReq, e)
+	if !pc.Defined() {
+		return nil
+	}
+	body, err := s.opts.Node.Cat(ctx, pc)
+	if err != nil {
+		return nil
+	}
+	defer body.Close()
+	h := sha256.New()
+	data := io.TeeReader(io.LimitReader(body, e.Size), h)
+	err = kr.Verify(ctx, sig, data)
+	_, _ = io.Copy(h, data)
+	if err != nil || [sha256.Size]byte(h.Sum(nil)) != e.SHA256 {
+		s.log.Warn("a peer's signature was refused", "file", req.File, "cid", c.String(), "err", err)
+		return nil
+	}
+	s.log.Info("signature served", "file", req.File, "source", "ipfs")
+	return sig
+}
+
+// catAtMost reads file c, which must not be larger than limit.
+func (s *Server) catAtMost(ctx context.Context, c cid.Cid, limit int64) ([]byte, error) {
+	body, err := s.opts.Node.Cat(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	defer body.Close()
+	b, err := io.ReadAll(io.LimitReader(body, limit+1))
+	if err == nil && int64(len(b)) > limit {
+		err = fmt.Errorf("%s is larger than %d bytes", c, limit)
+	}
+	return b, err
 }
 
 // pkg serves a package the sync db describes.
@@ -169,6 +241,11 @@ func (s *Server) cidOf(ctx context.Context, req Request, e alpmdb.Entry) cid.Cid
 			return c
 		}
 	}
+	return s.fromIndexes(ctx, req)
+}
+
+// fromIndexes looks the file up under each followed index root in turn. Undef when none has it.
+func (s *Server) fromIndexes(ctx context.Context, req Request) cid.Cid {
 	for _, root := range s.opts.Indexes {
 		// An index that takes longer than the hedge delay to answer has lost the race already.
 		rctx, cancel := context.WithTimeout(ctx, s.opts.Hedge)
