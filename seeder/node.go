@@ -40,6 +40,20 @@ type Referencer interface {
 	CanReference(ctx context.Context, dir string) (bool, string)
 }
 
+// FileReferencer is implemented by nodes that hold blocks by reference to files (kubo's filestore). A
+// block's reference points at one file, the first that was added with it: when that file leaves the cache
+// while another file still has the same block (the same package in two CacheDirs, or two packages that
+// share a chunk), the block stays pinned but cannot be read. The seeder finds and repairs such references.
+type FileReferencer interface {
+	// FileRefs maps every block held by reference to the absolute path of the file it is read from. It
+	// reads no file.
+	FileRefs(ctx context.Context) (map[cid.Cid]string, error)
+	// Blocks lists root and every block below it.
+	Blocks(ctx context.Context, root cid.Cid) ([]cid.Cid, error)
+	// DropBlocks removes the given blocks where no pin holds them; others are left, without an error.
+	DropBlocks(ctx context.Context, blocks []cid.Cid) error
+}
+
 // Indexer is implemented by nodes that can keep a mirror-shaped tree of what is seeded (kubo's MFS), so
 // that peers can look up the CIDs of packages larger than one block.
 type Indexer interface {

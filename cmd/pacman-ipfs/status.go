@@ -64,6 +64,10 @@ type syncStatus struct {
 	Added       int       `json:"added"`
 	Unpinned    int       `json:"unpinned"`
 	CopiedBytes int64     `json:"copied_bytes"`
+	// Zero copy: pins added again because a block was read from a file that left the cache, and blocks
+	// still referenced from files that are gone (unreadable).
+	RepairedRefs int `json:"repaired_refs"`
+	BrokenRefs   int `json:"broken_refs"`
 }
 
 func runStatus(ctx context.Context, args []string) error {
@@ -108,7 +112,8 @@ func runStatus(ctx context.Context, args []string) error {
 	}
 	if rep != nil {
 		st.LastSync = &syncStatus{Started: rep.Started, Seconds: rep.Duration.Seconds(), Converged: rep.Converged(),
-			Added: rep.Added, Unpinned: rep.Unpinned, CopiedBytes: rep.CopiedBytes}
+			Added: rep.Added, Unpinned: rep.Unpinned, CopiedBytes: rep.CopiedBytes,
+			RepairedRefs: rep.RepairedRefs, BrokenRefs: rep.BrokenRefs}
 		st.Repos, st.Dirs, st.DBs, st.Refused, st.Failed = rep.Repos, rep.Dirs, rep.DBs, rep.Refused, rep.Failed
 		st.Index, st.IndexName = rep.Index, rep.IndexName
 		for _, rc := range rep.Repos {
@@ -185,6 +190,10 @@ func printStatus(w io.Writer, st *status) {
 		fmt.Fprintf(w, "cache:     %s: %s (%s)\n", d.Dir, mode, d.Why)
 	}
 	fmt.Fprintf(w, "stored twice: %s (bytes of the cache copied into the node's repo)\n", seeder.HumanBytes(ls.CopiedBytes))
+	if ls.BrokenRefs > 0 || ls.RepairedRefs > 0 {
+		fmt.Fprintf(w, "zero copy: %d broken references (blocks read from files that left the cache), %d pins re-added to repair them\n",
+			ls.BrokenRefs, ls.RepairedRefs)
+	}
 	if st.Index != "" {
 		fmt.Fprintf(w, "index:     %s %s\n", st.Index, st.IndexName)
 	}

@@ -389,6 +389,80 @@ func (c *Client) dagBlocks(ctx context.Context, root cid.Cid) ([]cid.Cid, error)
 	return out, nil
 }
 
+// FileRefs implements seeder.FileReferencer with `filestore ls`, which reads no file: it lists what kubo's
+// filestore references, by block, with the file (absolute) each is read from.
+func (c *Client) FileRefs(ctx context.Context) (map[cid.Cid]string, error) {
+	info, err := c.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !info.Filestore {
+		return nil, nil
+	}
+	root := filepath.Dir(filepath.Clean(info.RepoPath))
+	resp, err := c.api.Request("filestore/ls").Send(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("filestore ls: %w", err)
+	}
+	if resp.Error != nil {
+		return nil, fmt.Errorf("filestore ls: %w", resp.Error)
+	}
+	defer resp.Close()
+	out := make(map[cid.Cid]string)
+	dec := json.NewDecoder(resp.Output)
+	for {
+		var ref struct {
+			Key struct {
+				Link string `json:"/"`
+			}
+			FilePath string
+		}
+		if err := dec.Decode(&ref); err == io.EOF {
+			break
+		} else if err != nil {
+			return nil, fmt.Errorf("filestore ls: %w", err)
+		}
+		k, err := cid.Decode(ref.Key.Link)
+		if err != nil {
+			return nil, fmt.Errorf("filestore ls: bad CID %q: %w", ref.Key.Link, err)
+		}
+		p := ref.FilePath
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(root, p) // kubo keeps paths relative to the filestore's root
+		}
+		out[k] = p
+	}
+	return out, nil
+}
+
+// Blocks implements seeder.FileReferencer: root and every block below it, from the local repo.
+func (c *Client) Blocks(ctx context.Context, root cid.Cid) ([]cid.Cid, error) {
+	return c.dagBlocks(ctx, root)
+}
+
+// DropBlocks implements seeder.FileReferencer: it removes the blocks no pin holds (their filestore
+// references with them); pinned or missing ones are left as they are.
+func (c *Client) DropBlocks(ctx context.Context, bs []cid.Cid) error {
+	if len(bs) == 0 {
+		return nil
+	}
+	args := make([]string, 0, len(bs))
+	for _, b := range bs {
+		args = append(args, b.String())
+	}
+	resp, err := c.api.Request("block/rm", args...).Option("force", true).Option("quiet", true).Send(ctx)
+	if err != nil {
+		return fmt.Errorf("block rm: %w", err)
+	}
+	if resp.Error != nil {
+		if msg := resp.Error.Error(); !strings.Contains(msg, "pinned") && !strings.Contains(msg, "not found") {
+			return fmt.Errorf("block rm: %w", resp.Error)
+		}
+		return nil
+	}
+	return resp.Close()
+}
+
 func basicAuth(user, pw string) string {
 	return base64.StdEncoding.EncodeToString([]byte(user + ":" + pw))
 }
