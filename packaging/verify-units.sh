@@ -1,13 +1,12 @@
 #!/bin/sh
 # CI check of the systemd units: runs `systemd-analyze verify` on pacman-ipfs.socket,
-# pacman-ipfs.service, pacman-ipfs-kubo.service and paccache.service with our drop-in
-# (paccache.service.d/pacman-ipfs.conf), and fails on any message at all.
+# pacman-ipfs-mirror.socket, pacman-ipfs.service and pacman-ipfs-kubo.service, and fails on any message
+# at all.
 #
 # verify insists that every Exec*= binary exists, so the binaries the units name are created as stub
 # executables at their real paths, only where nothing is there yet, and removed again on exit (with any
 # directory this script had to create). That needs root when they are missing; as a user with all of them
-# installed it works too. paccache.service comes from pacman-contrib if it is installed, else a stand-in
-# copy of it (Type=oneshot) is used.
+# installed it works too.
 #
 # usage: packaging/verify-units.sh        (from anywhere; exits 0 when clean, 1 otherwise)
 set -eu
@@ -47,35 +46,13 @@ for f in $stubs; do
 done
 
 cp "$here/pacman-ipfs.socket" "$here/pacman-ipfs-mirror.socket" "$here/pacman-ipfs.service" "$here/pacman-ipfs-kubo.service" "$tmp/"
-if [ -f /usr/lib/systemd/system/paccache.service ]; then
-	cp /usr/lib/systemd/system/paccache.service "$tmp/"
-else
-	cat >"$tmp/paccache.service" <<'UNIT'
-[Unit]
-Description=Discard unused packages (stand-in for pacman-contrib's unit)
-
-[Service]
-Type=oneshot
-ExecStart=/bin/true
-UNIT
-fi
-mkdir "$tmp/paccache.service.d"
-cp "$here/paccache-pacman-ipfs.conf" "$tmp/paccache.service.d/pacman-ipfs.conf"
-
 rc=0
 out=$(cd "$tmp" && systemd-analyze verify --man=no \
-	pacman-ipfs.socket pacman-ipfs-mirror.socket pacman-ipfs.service pacman-ipfs-kubo.service paccache.service 2>&1) || rc=$?
+	pacman-ipfs.socket pacman-ipfs-mirror.socket pacman-ipfs.service pacman-ipfs-kubo.service 2>&1) || rc=$?
 if [ "$rc" -ne 0 ] || [ -n "$out" ]; then
 	printf '%s\n' "$out" >&2
 	echo "verify-units: FAILED (systemd-analyze verify exit $rc)" >&2
 	exit 1
 fi
 
-# Negative control: the same run with an unknown key in the drop-in must complain, or the drop-in was not
-# read at all and the clean result above proves nothing.
-printf 'PacmanIpfsVerifyCanary=1\n' >>"$tmp/paccache.service.d/pacman-ipfs.conf"
-if ! (cd "$tmp" && systemd-analyze verify --man=no paccache.service 2>&1) | grep -q PacmanIpfsVerifyCanary; then
-	echo "verify-units: FAILED (systemd-analyze verify did not read paccache.service.d/pacman-ipfs.conf)" >&2
-	exit 1
-fi
-echo "verify-units: OK (pacman-ipfs.socket pacman-ipfs-mirror.socket pacman-ipfs.service pacman-ipfs-kubo.service paccache.service + drop-in)"
+echo "verify-units: OK (pacman-ipfs.socket pacman-ipfs-mirror.socket pacman-ipfs.service pacman-ipfs-kubo.service)"
