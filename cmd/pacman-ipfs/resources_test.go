@@ -50,6 +50,14 @@ func agentState(t testing.TB, socket string) agent.Status {
 	return st
 }
 
+// tryAgentState asks the agent for its status. The socket file appears at bind(), before listen(): on a
+// busy machine a connection may still be refused then, so tests wait for an answer, not for the file.
+func tryAgentState(socket string) (agent.Status, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return agent.AskStatus(ctx, socket)
+}
+
 // syntheticCache is a pacman configuration whose one repo vouches for n small files already in the cache,
 // as after a `pacman -Sw` (written directly: building n real packages would take minutes).
 func syntheticCache(t testing.TB, n int) (conf string) {
@@ -90,8 +98,8 @@ func TestNoGrowthAcross1000NotifyCalls(t *testing.T) {
 	socket := filepath.Join(t.TempDir(), "c.sock")
 	startAgent(t, "--pacman-conf", conf, "--api", node.APIAddr, "--state-dir", t.TempDir(), "--listen", socket, "--quiet", "50ms")
 	within(t, 30*time.Second, "the first pass", func() bool {
-		_, err := os.Stat(socket)
-		return err == nil && agentState(t, socket).Passes >= 1
+		st, err := tryAgentState(socket)
+		return err == nil && st.Passes >= 1
 	})
 	settle := func() agent.Status {
 		time.Sleep(500 * time.Millisecond) // past the quiet period and the pass it triggers
@@ -129,7 +137,7 @@ func BenchmarkAgentResources(b *testing.B) {
 	}
 	socket := filepath.Join(b.TempDir(), "c.sock")
 	startAgent(b, "--pacman-conf", conf, "--api", node.APIAddr, "--state-dir", b.TempDir(), "--listen", socket, "--quiet", "50ms")
-	within(b, 30*time.Second, "the agent", func() bool { _, err := os.Stat(socket); return err == nil })
+	within(b, 30*time.Second, "the agent", func() bool { _, err := tryAgentState(socket); return err == nil })
 	pid := agentState(b, socket).PID
 	kuboPID := 0
 	if out, err := exec.Command("pgrep", "-f", "IPFS_PATH="+node.RepoDir).Output(); err == nil {
