@@ -8,10 +8,11 @@
 # directory this script had to create). That needs root when they are missing; as a user with all of them
 # installed it works too.
 #
-# usage: packaging/verify-units.sh        (from anywhere; exits 0 when clean, 1 otherwise)
+# usage: packaging/verify-units.sh [DIR]  (from anywhere; exits 0 when clean, 1 otherwise)
+#   DIR: where the unit files are, e.g. an installed package's usr/lib/systemd/system; default: packaging/
 set -eu
 
-here=$(cd "$(dirname "$0")" && pwd)
+here=$(cd "${1:-$(dirname "$0")}" && pwd)
 stubs="/usr/bin/pacman-ipfs /usr/lib/pacman-ipfs/pacman-ipfs-notify /usr/lib/pacman-ipfs/pacman-ipfs-kubo-init /usr/bin/ipfs"
 
 tmp=$(mktemp -d)

@@ -77,18 +77,16 @@ step "the binaries run"
 # (status answers with the node down; its exit code is not the point, that it links against libalpm is)
 ldd "$root/usr/bin/pacman-ipfs" | grep -q 'libalpm.so.15' || fail "pacman-ipfs is not linked against libalpm 15: $(ldd "$root/usr/bin/pacman-ipfs")"
 
-step "units: systemd-analyze verify --root"
-units=$(cd "$root/usr/lib/systemd/system" && ls ./*.service ./*.socket)
-msgs=$(cd "$root/usr/lib/systemd/system" && systemd-analyze verify --man=no --root="$root" $units 2>&1) ||
-	{ echo "$msgs" >&2; fail "systemd-analyze verify"; }
-[ -z "$msgs" ] || { echo "$msgs" >&2; fail "systemd-analyze verify printed messages"; }
+step "units: systemd-analyze verify, on the installed files"
+sh "$src/packaging/verify-units.sh" "$root/usr/lib/systemd/system" || fail "systemd-analyze verify"
 
 step "sysusers.d and tmpfiles.d, applied to the root"
 out=$(systemd-sysusers --root="$root" 2>&1) || { echo "$out" >&2; fail "systemd-sysusers"; }
 grep -q '^pacman-ipfs-kubo:' "$root/etc/passwd" || fail "sysusers made no pacman-ipfs-kubo user"
 out=$(systemd-tmpfiles --root="$root" --create 2>&1) || { echo "$out" >&2; fail "systemd-tmpfiles"; }
 [ -d "$root/var/cache/pacman-ipfs" ] || fail "tmpfiles made no /var/cache/pacman-ipfs"
-[ "$(stat -c %U "$root/var/cache/pacman-ipfs")" = pacman-ipfs-kubo ] || fail "/var/cache/pacman-ipfs is not the kubo user's"
+kubo_uid=$(awk -F: '$1 == "pacman-ipfs-kubo" {print $3}' "$root/etc/passwd")
+[ "$(stat -c %u "$root/var/cache/pacman-ipfs")" = "$kubo_uid" ] || fail "/var/cache/pacman-ipfs is not owned by pacman-ipfs-kubo (uid $kubo_uid)"
 
 step "nothing installed outside what the package lists"
 pacman --config "$work/pacman.conf" --root "$root" -Qkk pacman-ipfs >/dev/null 2>&1 || fail "pacman -Qkk pacman-ipfs"
