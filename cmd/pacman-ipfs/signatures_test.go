@@ -91,7 +91,7 @@ func TestSignaturesRequiredThroughTheEndpoint(t *testing.T) {
 			m.log = nil
 			m.mu.Unlock()
 
-			b, _, _, _ := downloader(t, repo, nodeA, mirrorTemplate, st.Index, "--quiet", "200ms")
+			b, _, _, _ := downloader(t, repo, nodeA, mirrorTemplate, st.Index, "--quiet", "200ms", "--hedge", testHedge)
 			b.SigLevel = "Required DatabaseOptional"
 			signer.Trust(t, b.GPGDir)
 			b.WriteConf(t)
