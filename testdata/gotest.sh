@@ -12,9 +12,13 @@ mkdir -p "$(dirname "$log")"
 start=$(date +%s)
 go test -v "$@" >"$log" 2>&1
 rc=$?
-# Package results and failures: the "--- FAIL" lines, the test output indented under them, panics and
-# build errors.
-grep -E '^(ok|FAIL|---|panic:|\?)|^\s+--- (FAIL)|^\s+\S+\.go:[0-9]+:|^# ' "$log" | grep -vE '^\s*--- (PASS|SKIP)' || true
+# Package results, build errors and panics, then each failed top-level test with everything it logged
+# (from its "=== RUN" to its "--- FAIL").
+grep -E '^(ok|FAIL|panic:|# )' "$log" || true
+for name in $(sed -n 's/^--- FAIL: \([^ ]*\).*/\1/p' "$log"); do
+	echo "----- $name"
+	awk -v n="$name" '$0 == "=== RUN   " n {on = 1} on {print} on && index($0, "--- FAIL: " n " ") == 1 {exit}' "$log" | tail -n 200
+done
 passed=$(grep -cE '^\s*--- PASS' "$log")
 failed=$(grep -cE '^\s*--- FAIL' "$log")
 skipped=$(grep -cE '^\s*--- SKIP' "$log")
