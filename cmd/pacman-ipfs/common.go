@@ -6,11 +6,14 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/sigcheck"
 )
 
@@ -22,6 +25,7 @@ const DefaultStateDir = "/var/lib/pacman-ipfs"
 type common struct {
 	pacmanConf string
 	api        string
+	apiFile    string
 	stateDir   string
 	verbose    bool
 	indexDir   string
@@ -30,11 +34,55 @@ type common struct {
 
 func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.pacmanConf, "pacman-conf", alpmdb.DefaultConfigPath, "pacman configuration `file`: DBPath, CacheDir(s), repositories and Architecture come from it")
-	fs.StringVar(&c.api, "api", "", "kubo RPC `address`, a multiaddr or http URL (default: $IPFS_PATH/api, then /ip4/127.0.0.1/tcp/5001)")
+	fs.StringVar(&c.api, "api", "", "kubo RPC `address`, a multiaddr or http URL (default: --api-file, then the systemd credential kubo-api, then $IPFS_PATH/api, then /ip4/127.0.0.1/tcp/5001)")
+	fs.StringVar(&c.apiFile, "api-file", "", "read the kubo RPC address from this `file`, so that a password in it never shows in a process listing")
 	fs.StringVar(&c.stateDir, "state-dir", envOr("PACMAN_IPFS_STATE_DIR", DefaultStateDir), "`dir`ectory for hash results and the last report ($PACMAN_IPFS_STATE_DIR)")
 	fs.BoolVar(&c.verbose, "v", false, "log every file seeded and unpinned")
 	fs.StringVar(&c.indexDir, "index-dir", "/pacman-ipfs", "the node's MFS `dir`ectory that mirrors what is seeded as <repo>/os/<arch>/<file> (\"\" for none)")
 	fs.StringVar(&c.publishKey, "publish-index", "", "publish the index root under this IPNS `key` (off: it tells the world what this machine holds)")
+}
+
+// credentialAPI is the name of the systemd credential (LoadCredential=kubo-api:FILE) holding the kubo
+// RPC address, read from $CREDENTIALS_DIRECTORY.
+const credentialAPI = "kubo-api"
+
+// apiAddr is the kubo RPC address: --api, else the first line of --api-file, else the systemd credential
+// kubo-api when it is there and not empty, else $IPFS_PATH/api or kubo's default. Errors name the file,
+// never what it holds.
+func (c *common) apiAddr() (string, error) {
+	if c.api != "" {
+		return c.api, nil
+	}
+	if c.apiFile != "" {
+		a, err := firstLine(c.apiFile)
+		if err != nil {
+			return "", fmt.Errorf("--api-file: %w", err)
+		}
+		if a == "" {
+			return "", fmt.Errorf("--api-file %s: empty", c.apiFile)
+		}
+		return a, nil
+	}
+	if dir := os.Getenv("CREDENTIALS_DIRECTORY"); dir != "" {
+		if a, err := firstLine(filepath.Join(dir, credentialAPI)); err == nil && a != "" {
+			return a, nil
+		}
+	}
+	return kubo.ResolveAPI(""), nil
+}
+
+// firstLine returns the first non-empty line of a small file, trimmed.
+func firstLine(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	for line := range strings.Lines(string(b)) {
+		if l := strings.TrimSpace(line); l != "" {
+			return l, nil
+		}
+	}
+	return "", nil
 }
 
 // seederOptions are the seeder's options from the flags and pacman's configuration.

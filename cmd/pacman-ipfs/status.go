@@ -83,7 +83,10 @@ func runStatus(ctx context.Context, args []string) error {
 	}
 	st := status{Repos: map[string]seeder.RepoCount{}}
 	rep, note := agentReport(ctx, socket, &st)
-	addr := kubo.ResolveAPI(c.api)
+	addr, err := c.apiAddr()
+	if err != nil {
+		return err
+	}
 	st.Node.API = kubo.Redact(addr)
 	dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	node, err := kubo.Dial(dctx, addr)

@@ -23,7 +23,11 @@ func runSync(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	node, err := kubo.Dial(ctx, kubo.ResolveAPI(c.api))
+	addr, err := c.apiAddr()
+	if err != nil {
+		return err
+	}
+	node, err := kubo.Dial(ctx, addr)
 	if err != nil {
 		return err
 	}

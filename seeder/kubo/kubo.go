@@ -72,14 +72,43 @@ func ResolveAPI(flag string) string {
 	return DefaultAPI
 }
 
-// Redact returns addr with any credentials removed, for logs and messages.
+// Redact returns addr with any credentials removed, for logs and messages: whatever stands between
+// "://" and the last "@" of the host part, whether or not addr parses as a URL (a password such as
+// "50%off" does not).
 func Redact(addr string) string {
-	u, err := url.Parse(addr)
-	if err != nil || u.User == nil {
+	rest, _, _, info := splitUserinfo(addr)
+	if !info {
 		return addr
 	}
-	u.User = url.User("xxxxx")
-	return u.String()
+	scheme, _, _ := strings.Cut(addr, "://")
+	return scheme + "://xxxxx@" + rest
+}
+
+// splitUserinfo takes "scheme://user:password@host/..." apart without url.Parse, which refuses
+// passwords with a stray '%': the user and password are taken literally (percent-decoded only where
+// that is valid), rest is "host/...". info says whether there was a userinfo at all.
+func splitUserinfo(addr string) (rest, user, password string, info bool) {
+	_, after, found := strings.Cut(addr, "://")
+	if !found {
+		return addr, "", "", false
+	}
+	// The userinfo ends at the last '@' before the path.
+	authority, path := after, ""
+	if i := strings.IndexAny(after, "/?#"); i >= 0 {
+		authority, path = after[:i], after[i:]
+	}
+	at := strings.LastIndex(authority, "@")
+	if at < 0 {
+		return after, "", "", false
+	}
+	user, password, _ = strings.Cut(authority[:at], ":")
+	if u, err := url.PathUnescape(user); err == nil {
+		user = u
+	}
+	if p, err := url.PathUnescape(password); err == nil {
+		password = p
+	}
+	return authority[at+1:] + path, user, password, true
 }
 
 // Client is a kubo node reached over its RPC API.
@@ -134,15 +163,15 @@ func Dial(ctx context.Context, addr string) (*Client, error) {
 			c.api, err = rpc.NewApiWithClient(m, hc)
 		}
 	} else {
-		u, perr := url.Parse(addr)
-		if perr != nil || u.Host == "" {
+		rest, user, pw, _ := splitUserinfo(addr)
+		scheme, _, _ := strings.Cut(addr, "://")
+		u, perr := url.Parse(scheme + "://" + rest)
+		if perr != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
 			return nil, fmt.Errorf("kubo API address %q: want a multiaddr or an http(s) URL", Redact(addr))
 		}
 		auth := ""
-		if u.User != nil {
-			pw, _ := u.User.Password()
-			auth = "Basic " + basicAuth(u.User.Username(), pw)
-			u.User = nil
+		if user != "" || pw != "" {
+			auth = "Basic " + basicAuth(user, pw)
 		}
 		if ip := net.ParseIP(u.Hostname()); ip != nil && ip.IsLoopback() || u.Hostname() == "localhost" {
 			c.local = true
