@@ -94,35 +94,74 @@ type Server struct {
 	Auth    Authorizer
 	Handle  Handler
 	Log     *slog.Logger
-	Touched func() // called on every connection, for idle tracking; may be nil
+	Touched func() // called for every request served (not for refused ones), for idle tracking; may be nil
 
-	wg sync.WaitGroup
+	wg       sync.WaitGroup
+	logMu    sync.Mutex
+	lastLog  time.Time
+	unlogged int
 }
 
-// Serve accepts connections until ctx is done or the listener fails, then waits for open exchanges.
+// MaxConns bounds the connections served at once; more wait in the kernel's backlog. A request is
+// answered in milliseconds, so a few dozen slots are plenty, and a local user holding them open is cut
+// off after Deadline.
+const MaxConns = 64
+
+// Serve accepts connections until ctx is done or the listener is closed, then waits for open exchanges.
+// A failing accept (out of file descriptors, say) is retried with a growing pause, as net/http does:
+// it never ends the loop while the agent runs on.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	defer s.wg.Wait()
+	slots := make(chan struct{}, MaxConns)
+	var pause time.Duration
 	for {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return nil
+		}
 		conn, err := ln.Accept()
 		if err != nil {
-			if ctx.Err() != nil {
+			<-slots
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(10 * time.Millisecond)
-				continue
+			pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+			s.refused("accept failed; retrying", "err", err, "pause", pause)
+			select {
+			case <-time.After(pause):
+			case <-ctx.Done():
+				return nil
 			}
-			return fmt.Errorf("control socket: %w", err)
+			continue
 		}
-		if s.Touched != nil {
-			s.Touched()
-		}
-		s.wg.Go(func() { s.serveConn(ctx, conn) })
+		pause = 0
+		s.wg.Go(func() {
+			defer func() { <-slots }()
+			s.serveConn(ctx, conn)
+		})
 	}
 }
+
+// refused logs a refusal, at most once per refusalLogEvery, with how many were not logged.
+func (s *Server) refused(msg string, args ...any) {
+	s.logMu.Lock()
+	defer s.logMu.Unlock()
+	if now := time.Now(); now.Sub(s.lastLog) >= refusalLogEvery {
+		if s.unlogged > 0 {
+			args = append(args, "not_logged_since", s.unlogged)
+		}
+		s.Log.Warn(msg, args...)
+		s.lastLog, s.unlogged = now, 0
+		return
+	}
+	s.unlogged++
+}
+
+// refusalLogEvery keeps a flood of bad requests from flooding the journal.
+const refusalLogEvery = 10 * time.Second
 
 func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
 	defer conn.Close()
@@ -134,14 +173,18 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
 	}
 	req, err := ReadRequest(conn)
 	if err != nil {
-		s.Log.Warn("control request refused", "uid", peer.UID, "pid", peer.PID, "err", err)
+		s.refused("control request refused", "uid", peer.UID, "pid", peer.PID, "err", err)
 		_ = WriteResponse(conn, Response{Error: err.Error()})
 		return
 	}
 	if req.Op != OpStatus && !s.Auth.MayWork(peer) {
-		s.Log.Warn("control request not allowed", "op", req.Op, "uid", peer.UID, "pid", peer.PID)
+		s.refused("control request not allowed", "op", req.Op, "uid", peer.UID, "pid", peer.PID)
 		_ = WriteResponse(conn, Response{Error: fmt.Sprintf("%s: only root or the agent's group may ask for work (you are uid %d)", req.Op, peer.UID)})
 		return
+	}
+	// Only a request that was served is activity: a flood of refused ones must not keep the agent up.
+	if s.Touched != nil {
+		s.Touched()
 	}
 	_ = WriteResponse(conn, s.Handle(ctx, req, peer))
 }
