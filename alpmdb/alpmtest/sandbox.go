@@ -24,6 +24,11 @@ type Sandbox struct {
 	// (e.g. to point pacman at a gateway); repos without an entry are served
 	// from file://<repo.Dir>. Call WriteConf after changing it.
 	Servers map[string][]string
+	// CacheServers are a repo's CacheServer lines (pacman 6.1 and later), written before its Servers.
+	CacheServers map[string][]string
+	// Includes makes a repo's section "Include = FILE" (a mirrorlist, as Arch's pacman.conf has it)
+	// instead of Server lines. Call WriteConf after changing it.
+	Includes map[string]string
 	// Options are extra lines for [options], e.g. "XferCommand = ...".
 	// Call WriteConf after changing it.
 	Options []string
@@ -87,6 +92,13 @@ func (s *Sandbox) ConfText() string {
 	}
 	for _, r := range s.Repos {
 		fmt.Fprintf(&b, "\n[%s]\n", r.Name)
+		for _, cs := range s.CacheServers[r.Name] {
+			fmt.Fprintf(&b, "CacheServer = %s\n", cs)
+		}
+		if inc, ok := s.Includes[r.Name]; ok {
+			fmt.Fprintf(&b, "Include = %s\n", inc)
+			continue
+		}
 		servers, ok := s.Servers[r.Name]
 		if !ok {
 			servers = []string{"file://" + r.Dir}

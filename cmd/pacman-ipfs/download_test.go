@@ -207,7 +207,7 @@ func TestDownloadThroughTheEndpoint(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(b.CacheDir, bad.FileName())); err == nil {
 		t.Error("the tampered package is in B's cache")
 	}
-	if b, _ := os.ReadFile(logsB); !bytes.Contains(b, []byte("package not delivered")) || !bytes.Contains(b, []byte("source=mirror")) {
+	if b, _ := os.ReadFile(logsB); !bytes.Contains(b, []byte("mirror failed")) || !bytes.Contains(b, []byte("sha256 differs")) {
 		t.Errorf("the endpoint did not log the mismatch with its source:\n%s", b)
 	}
 

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -54,7 +55,11 @@ func BenchmarkRawPathCost(b *testing.B) {
 			b.Fatal(err)
 		}
 		ix := alpmdb.NewIndex([]alpmdb.Entry{{Repo: "core", FileName: name, Size: int64(len(data)), SHA256: sha256.Sum256(data)}})
-		var viaCat, viaEndpoint []time.Duration
+		// An index that names the package, as a neighbour's MFS index does: its CID is checked first.
+		seederNode.IPFS(b, "files", "mkdir", "-p", "/ix/core/os/x86_64")
+		seederNode.IPFS(b, "files", "cp", "/ipfs/"+c.String(), "/ix/core/os/x86_64/"+name)
+		index := "/ipfs/" + strings.TrimSpace(seederNode.IPFS(b, "files", "stat", "--hash", "/ix"))
+		var viaCat, viaEndpoint, viaIndex []time.Duration
 		for i := 0; i < max(b.N, 3); i++ {
 			cat := kubotest.Start(b, kubotest.Options{})
 			cat.Connect(b, seederNode)
@@ -92,6 +97,38 @@ func BenchmarkRawPathCost(b *testing.B) {
 			if err != nil || n != int64(len(data)) {
 				b.Fatalf("endpoint: %d bytes, %v", n, err)
 			}
+			if mib == 1 {
+				continue // one block: its CID follows from the sha256, no index is asked
+			}
+			down = kubotest.Start(b, kubotest.Options{})
+			down.Connect(b, seederNode)
+			srv = httptest.NewServer(mirror.New(mirror.Options{
+				Index:   func() *alpmdb.Index { return ix },
+				Node:    dial(b, down),
+				Indexes: []string{index},
+				Hedge:   time.Hour,
+				Budget:  time.Minute,
+			}))
+			start = time.Now()
+			resp, err = http.Get(srv.URL + "/core/os/x86_64/" + name)
+			if err != nil {
+				b.Fatal(err)
+			}
+			n, err = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			viaIndex = append(viaIndex, time.Since(start))
+			srv.Close()
+			down.Stop(b)
+			if err != nil || n != int64(len(data)) {
+				b.Fatalf("endpoint via an index: %d bytes, %v", n, err)
+			}
+		}
+		if len(viaIndex) > 0 {
+			ie, ce := median(viaIndex), median(viaCat)
+			b.ReportMetric(float64(ie.Milliseconds()), fmt.Sprintf("endpoint-index-%dMiB-ms", mib))
+			b.ReportMetric(ce.Seconds()/ie.Seconds(), fmt.Sprintf("x-cat-index-%dMiB", mib))
+			b.Logf("%3d MiB from a peer, CID from an index (checked before the first byte): endpoint %s, ipfs cat %s: %.2fx",
+				mib, ie.Round(time.Millisecond), ce.Round(time.Millisecond), ce.Seconds()/ie.Seconds())
 		}
 		ce, ee := median(viaCat), median(viaEndpoint)
 		b.ReportMetric(float64(ce.Milliseconds()), fmt.Sprintf("ipfs-cat-%dMiB-ms", mib))

@@ -6,9 +6,12 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -54,7 +57,14 @@ type fakeMirror struct {
 	*httptest.Server
 	mu    sync.Mutex
 	log   []string
+	via   string // of the last request
 	files map[string][]byte
+}
+
+func (m *fakeMirror) lastVia() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.via
 }
 
 func newMirror(t *testing.T) *fakeMirror {
@@ -62,6 +72,7 @@ func newMirror(t *testing.T) *fakeMirror {
 	m.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		m.mu.Lock()
 		m.log = append(m.log, r.URL.Path)
+		m.via = r.Header.Get("Via")
 		b, ok := m.files[r.URL.Path]
 		m.mu.Unlock()
 		if !ok {
@@ -72,7 +83,8 @@ func newMirror(t *testing.T) *fakeMirror {
 			w.WriteHeader(http.StatusNotModified)
 			return
 		}
-		w.Write(b)
+		// As real mirrors do: Range, HEAD, Content-Length (not Python's http.server, which ignores Range).
+		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(b))
 	}))
 	t.Cleanup(m.Close)
 	return m
@@ -108,6 +120,7 @@ func newSetup(t *testing.T) *setup {
 		Seeded:  func(sum [32]byte) (cid.Cid, bool) { return largeCID, sum == sha256.Sum256(s.large) },
 		Mirrors: []string{s.mirror.URL + "/$repo/os/$arch"},
 		Hedge:   100 * time.Millisecond,
+		Budget:  time.Second,
 	})
 	s.ipfs.files[largeCID] = s.large
 	s.srv = httptest.NewServer(srv)
@@ -358,5 +371,215 @@ func TestPeerSignatureOnlyWhenValid(t *testing.T) {
 				t.Errorf("mirror asked: %v, want %v", m.requests(), tt.fromMirror)
 			}
 		})
+	}
+}
+
+// A tampered mirror first, a good one second: pacman gets the right file, and never a byte of the
+// tampered one (it would keep them in its .part and resume elsewhere).
+func TestTamperedMirrorThenGoodMirror(t *testing.T) {
+	small := nodetest.Bytes(1, 300<<10)
+	bad, good := newMirror(t), newMirror(t)
+	tampered := bytes.Clone(small)
+	tampered[1000] ^= 1
+	bad.files["/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst"] = tampered
+	good.files["/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst"] = small
+	ix := alpmdb.NewIndex([]alpmdb.Entry{{Repo: "core", FileName: "small-1-1-x86_64.pkg.tar.zst", Size: int64(len(small)), SHA256: sha256.Sum256(small)}})
+	srv := httptest.NewServer(New(Options{
+		Index: func() *alpmdb.Index { return ix }, Node: &fakeIPFS{files: map[cid.Cid][]byte{}},
+		Mirrors: []string{bad.URL + "/$repo/os/$arch", good.URL + "/$repo/os/$arch"}, Hedge: 50 * time.Millisecond,
+	}))
+	t.Cleanup(srv.Close)
+	resp, err := http.Get(srv.URL + "/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 || !bytes.Equal(b, small) {
+		t.Errorf("%d, %d bytes, %v: want the good mirror's file", resp.StatusCode, len(b), err)
+	}
+	if len(bad.requests()) != 1 || len(good.requests()) != 1 {
+		t.Errorf("requests: tampered %v, good %v", bad.requests(), good.requests())
+	}
+}
+
+// An index that maps a package to other content: nothing of it reaches pacman, the mirror serves.
+func TestWrongIndexCIDFallsBackToTheMirror(t *testing.T) {
+	large := nodetest.Bytes(2, 3<<20)
+	other := nodetest.Bytes(3, 3<<20)
+	m := newMirror(t)
+	m.files["/core/os/x86_64/large-1-1-x86_64.pkg.tar.zst"] = large
+	wrong := seeder.RawCID([32]byte{7})
+	ipfs := &fakeIPFS{files: map[cid.Cid][]byte{wrong: other}, paths: map[string]cid.Cid{
+		"/ipfs/root/core/os/x86_64/large-1-1-x86_64.pkg.tar.zst": wrong,
+	}}
+	ix := alpmdb.NewIndex([]alpmdb.Entry{{Repo: "core", FileName: "large-1-1-x86_64.pkg.tar.zst", Size: int64(len(large)), SHA256: sha256.Sum256(large)}})
+	srv := httptest.NewServer(New(Options{
+		Index: func() *alpmdb.Index { return ix }, Node: ipfs, Indexes: []string{"/ipfs/root"},
+		Mirrors: []string{m.URL + "/$repo/os/$arch"}, Hedge: 50 * time.Millisecond,
+	}))
+	t.Cleanup(srv.Close)
+	resp, err := http.Get(srv.URL + "/core/os/x86_64/large-1-1-x86_64.pkg.tar.zst")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 || !bytes.Equal(b, large) {
+		t.Errorf("%d, %d bytes, %v: want the mirror's file", resp.StatusCode, len(b), err)
+	}
+	if len(m.requests()) != 1 {
+		t.Errorf("mirror requests %v", m.requests())
+	}
+}
+
+// Range and HEAD, from IPFS and from a mirror: 206 with Content-Range, the bytes of the whole file
+// checked first; a range past the end is 416.
+func TestRangeAndHead(t *testing.T) {
+	s := newSetup(t)
+	s.mirror.files["/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst"] = s.small
+	for _, src := range []string{"mirror", "ipfs"} {
+		if src == "ipfs" {
+			s.ipfs.files[seeder.RawCID(sha256.Sum256(s.small))] = s.small
+		}
+		for _, tt := range []struct {
+			rng          string
+			code         int
+			from, to     int
+			contentRange string
+		}{
+			{"", 200, 0, len(s.small) - 1, ""},
+			{"bytes=1000-", 206, 1000, len(s.small) - 1, fmt.Sprintf("bytes 1000-%d/%d", len(s.small)-1, len(s.small))},
+			{"bytes=5-9", 206, 5, 9, fmt.Sprintf("bytes 5-9/%d", len(s.small))},
+			{fmt.Sprintf("bytes=%d-", len(s.small)), 416, 0, -1, fmt.Sprintf("bytes */%d", len(s.small))},
+		} {
+			for _, method := range []string{"GET", "HEAD"} {
+				req, _ := http.NewRequest(method, s.srv.URL+"/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst", nil)
+				if tt.rng != "" {
+					req.Header.Set("Range", tt.rng)
+				}
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				name := fmt.Sprintf("%s %s %q", src, method, tt.rng)
+				if resp.StatusCode != tt.code || resp.Header.Get("Content-Range") != tt.contentRange {
+					t.Errorf("%s: %d %q, want %d %q", name, resp.StatusCode, resp.Header.Get("Content-Range"), tt.code, tt.contentRange)
+					continue
+				}
+				if tt.code == 416 {
+					continue
+				}
+				if cl := resp.Header.Get("Content-Length"); cl != strconv.Itoa(tt.to-tt.from+1) {
+					t.Errorf("%s: Content-Length %s, want %d", name, cl, tt.to-tt.from+1)
+				}
+				if method == "GET" && !bytes.Equal(b, s.small[tt.from:tt.to+1]) {
+					t.Errorf("%s: %d bytes, not bytes %d-%d of the file", name, len(b), tt.from, tt.to)
+				}
+			}
+		}
+	}
+}
+
+// As a CacheServer (/cache/...) the endpoint answers from peers only: a fast 404 for what no peer has
+// and for anything that is not a package, and the mirrors are never asked.
+func TestCacheServerPeersOnly(t *testing.T) {
+	s := newSetup(t)
+	s.mirror.files["/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst"] = s.small
+	s.mirror.files["/core/os/x86_64/core.db"] = []byte("a database")
+	for path, want := range map[string]int{
+		"/cache/core/os/x86_64/large-1-1-x86_64.pkg.tar.zst":     200, // a peer has it
+		"/cache/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst":     404, // no peer has it
+		"/cache/core/os/x86_64/core.db":                          404,
+		"/cache/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst.sig": 200, // from the db
+		"/cache/core/os/x86_64/large-1-1-x86_64.pkg.tar.zst.sig": 404, // the db has none, no peer either
+	} {
+		code, _, err, took := s.get(t, path)
+		if err != nil || code != want {
+			t.Errorf("%s: %d %v, want %d", path, code, err, want)
+		}
+		if took > 3*time.Second {
+			t.Errorf("%s took %s", path, took)
+		}
+	}
+	if reqs := s.mirror.requests(); len(reqs) != 0 {
+		t.Errorf("a CacheServer request reached the mirror: %v", reqs)
+	}
+}
+
+// A request that passed through an endpoint already is never sent upstream again.
+func TestLoopedRequestsStayHere(t *testing.T) {
+	s := newSetup(t)
+	s.mirror.files["/core/os/x86_64/core.db"] = []byte("a database")
+	s.mirror.files["/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst"] = s.small
+	for path, want := range map[string]int{
+		"/core/os/x86_64/core.db":                      508,
+		"/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst": 404, // no peer has it, and no mirror is asked
+		"/core/os/x86_64/large-1-1-x86_64.pkg.tar.zst": 200, // from IPFS
+	} {
+		req, _ := http.NewRequest("GET", s.srv.URL+path, nil)
+		req.Header.Set("Via", "1.1 pacman-ipfs")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("%s with Via: %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+	if reqs := s.mirror.requests(); len(reqs) != 0 {
+		t.Errorf("looped requests reached the mirror: %v", reqs)
+	}
+	// And what the endpoint sends upstream carries the token.
+	s.get(t, "/core/os/x86_64/core.db")
+	if via := s.mirror.lastVia(); !strings.Contains(via, "pacman-ipfs") {
+		t.Errorf("upstream request without Via: %q", via)
+	}
+}
+
+func TestDropSelf(t *testing.T) {
+	self := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 7878}
+	kept, dropped := DropSelf([]string{
+		"http://127.0.0.1:7878/$repo/os/$arch",
+		"http://localhost:7878/$repo/os/$arch",
+		"http://127.0.0.2:7878/$repo/os/$arch",
+		"http://[::1]:7878/$repo/os/$arch",
+		"http://127.0.0.1:7879/$repo/os/$arch",
+		"https://127.0.0.1:7878/$repo/os/$arch",
+		"https://geo.mirror.pkgbuild.com/$repo/os/$arch",
+	}, self)
+	if len(dropped) != 4 || len(kept) != 3 {
+		t.Errorf("kept %q, dropped %q", kept, dropped)
+	}
+}
+
+func TestRedirectPolicy(t *testing.T) {
+	req := func(u string) *http.Request { r, _ := http.NewRequest("GET", u, nil); return r }
+	for _, tt := range []struct {
+		from, to string
+		ok       bool
+	}{
+		{"http://192.0.2.10/x", "https://192.0.2.11/x", true},
+		{"https://192.0.2.10/x", "http://192.0.2.11/x", false},
+		{"http://192.0.2.10/x", "http://127.0.0.1:5001/api/v0/shutdown", false},
+		{"http://192.0.2.10/x", "http://localhost/x", false},
+		{"http://192.0.2.10/x", "http://169.254.169.254/latest/meta-data", false},
+		{"http://192.0.2.10/x", "http://[::1]/x", false},
+		{"http://192.0.2.10/x", "ftp://192.0.2.11/x", false},
+	} {
+		err := checkRedirect(req(tt.to), []*http.Request{req(tt.from)})
+		if (err == nil) != tt.ok {
+			t.Errorf("%s -> %s: %v, want ok %v", tt.from, tt.to, err, tt.ok)
+		}
+	}
+	via := make([]*http.Request, maxRedirects)
+	for i := range via {
+		via[i] = req("http://192.0.2.10/x")
+	}
+	if err := checkRedirect(req("http://192.0.2.11/x"), via); err == nil {
+		t.Error("more than maxRedirects followed")
 	}
 }

@@ -1,26 +1,28 @@
 // Package mirror is a pacman mirror on loopback that fetches packages over IPFS and races the real
-// mirrors, verifying every byte against the sync db.
+// mirrors, verifying every byte against the sync db before pacman sees it.
 //
-// pacman asks it for /<repo>/os/<arch>/<file>, as it would ask any mirror. Databases, their signatures
-// and files no sync db knows are proxied unchanged to the real mirrors, in mirrorlist order. A package
-// is answered from its sync-db entry: its CID is derived from the sha256 for a package of at most 1 MiB,
-// and otherwise found among what this machine seeds or under the index roots the user follows. IPFS
-// starts first; if it has not delivered its first bytes within the hedge delay the mirrors start too,
-// and the first source to deliver wins. Whatever the source, the bytes stream to pacman through a check
-// of size and sha256 that holds back the file's tail: a mismatch aborts the response, so pacman never
-// receives a wrong file as a success and moves on to its next server.
+// pacman asks it for /<repo>/os/<arch>/<file>, as it would ask any mirror (a Server line: pacman 6.0),
+// or for /cache/<repo>/os/<arch>/<file> (a CacheServer line: pacman 6.1 and 7). A package is answered
+// from its sync-db entry: its CID is derived from the sha256 for a package of at most 1 MiB, and
+// otherwise found among what this machine seeds or under the index roots the user follows. As a Server
+// it races IPFS against the real mirrors and passes databases, their signatures and files no sync db
+// knows to the mirrors unchanged; as a CacheServer it answers only from IPFS, with a 404 for what no
+// peer has, and never needs the mirrors. Bytes reach pacman only once they are known to be right (see
+// fetch.go): pacman keeps what a failed download wrote and resumes it elsewhere, so an abort cannot take
+// a wrong byte back.
 package mirror
 
 import (
 	"context"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -51,9 +53,15 @@ type Options struct {
 	// packages up in.
 	Indexes []string
 	// Hedge is how long IPFS has to deliver first bytes before the mirrors start too. Default 300 ms.
-	Hedge  time.Duration
-	Client *http.Client
-	Log    *slog.Logger
+	Hedge time.Duration
+	// Budget is how long, from the request, a download may take to be checked before any of it goes to
+	// pacman, which gives up on a server that sends nothing for 10 s. Default 6 s.
+	Budget time.Duration
+	// SpoolDir is where mirror downloads are held while they are checked (unlinked files). Default
+	// os.TempDir().
+	SpoolDir string
+	Client   *http.Client
+	Log      *slog.Logger
 	// Signatures returns what checks a detached signature the sync db does not carry against pacman's
 	// keyring (nil when there is none). With it, such a signature is taken from a peer that seeds it,
 	// found under the followed indexes, once it proved valid over the package; else from the mirrors.
@@ -62,8 +70,9 @@ type Options struct {
 
 // Server is the mirror endpoint. It is an http.Handler.
 type Server struct {
-	opts Options
-	log  *slog.Logger
+	opts    Options
+	log     *slog.Logger
+	checked sync.Map // sha256 -> cid.Cid: index CIDs this endpoint fetched and found right
 }
 
 // New returns a Server.
@@ -71,8 +80,14 @@ func New(opts Options) *Server {
 	if opts.Hedge <= 0 {
 		opts.Hedge = 300 * time.Millisecond
 	}
+	if opts.Budget <= 0 {
+		opts.Budget = 6 * time.Second
+	}
+	if opts.SpoolDir == "" {
+		opts.SpoolDir = os.TempDir()
+	}
 	if opts.Client == nil {
-		opts.Client = &http.Client{Timeout: 0}
+		opts.Client = NewClient()
 	}
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
@@ -80,30 +95,42 @@ func New(opts Options) *Server {
 	return &Server{opts: opts, log: opts.Log}
 }
 
+// CachePrefix starts the paths of CacheServer requests: CacheServer = http://127.0.0.1:7878/cache/$repo/os/$arch.
+const CachePrefix = "/cache"
+
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		http.Error(w, "only GET and HEAD", http.StatusMethodNotAllowed)
 		return
 	}
-	req, err := ParsePath(r.URL.Path)
+	p, cache := strings.CutPrefix(r.URL.Path, CachePrefix+"/")
+	if cache {
+		p = "/" + p
+	}
+	req, err := ParsePath(p)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusNotFound)
 		return
 	}
+	// A CacheServer answers from peers only; so does a request that passed through an endpoint already.
+	peersOnly := cache || looped(r)
 	var entry alpmdb.Entry
 	known := false
 	if ix := s.index(); ix != nil && isPackage(req.File) {
 		entry, known = ix.Lookup(strings.TrimSuffix(req.File, ".sig"))
 	}
 	switch {
-	case !known || r.Header.Get("Range") != "":
-		// Not ours to vouch for (or a resumed download, which only a mirror can answer in part).
+	case !known && cache:
+		http.Error(w, "not a package of the sync dbs", http.StatusNotFound)
+	case !known && peersOnly:
+		http.Error(w, errLoop.Error(), http.StatusLoopDetected)
+	case !known:
 		s.proxy(w, r, req)
 	case strings.HasSuffix(req.File, ".sig"):
-		s.signature(w, r, req, entry)
+		s.signature(w, r, req, entry, peersOnly)
 	default:
-		s.pkg(w, r, req, entry)
+		s.pkg(w, r, req, entry, peersOnly)
 	}
 }
 
@@ -115,13 +142,17 @@ func (s *Server) index() *alpmdb.Index {
 }
 
 // signature serves a package's detached signature from the sync db itself when it carries one, else
-// from a peer when it can be checked, else from the mirrors.
-func (s *Server) signature(w http.ResponseWriter, r *http.Request, req Request, e alpmdb.Entry) {
+// from a peer when it can be checked, else from the mirrors (not for peersOnly: a 404).
+func (s *Server) signature(w http.ResponseWriter, r *http.Request, req Request, e alpmdb.Entry, peersOnly bool) {
 	sig := e.Signature()
 	if sig == nil {
 		sig = s.peerSignature(r.Context(), req, e)
 	}
-	if sig == nil {
+	switch {
+	case sig == nil && peersOnly:
+		http.Error(w, "no peer has a signature that checks out", http.StatusNotFound)
+		return
+	case sig == nil:
 		s.proxy(w, r, req)
 		return
 	}
@@ -161,7 +192,7 @@ func (s *Server) peerSignature(ctx context.Context, req Request, e alpmdb.Entry)
 	}
 	pkgReq := req
 	pkgReq.File = strings.TrimSuffix(req.File, ".sig")
-	pc := s.cidOf(ctx, pkgReq, e)
+	pc, _ := s.lookup(ctx, pkgReq, e) // its bytes are hashed below, trusted or not
 	if !pc.Defined() {
 		return nil
 	}
@@ -196,52 +227,85 @@ func (s *Server) catAtMost(ctx context.Context, c cid.Cid, limit int64) ([]byte,
 	return b, err
 }
 
-// pkg serves a package the sync db describes.
-func (s *Server) pkg(w http.ResponseWriter, r *http.Request, req Request, e alpmdb.Entry) {
-	w.Header().Set("Content-Length", strconv.FormatInt(e.Size, 10))
-	w.Header().Set("Content-Type", "application/octet-stream")
-	if r.Method == http.MethodHead {
+// pkg serves a package the sync db describes, whole or from the offset of a "Range: bytes=N-" (pacman
+// and curl resuming a .part), always from a source checked against the db (see fetch.go).
+func (s *Server) pkg(w http.ResponseWriter, r *http.Request, req Request, e alpmdb.Entry, peersOnly bool) {
+	from, to, ok := parseRange(r.Header.Get("Range"), e.Size)
+	if !ok {
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", e.Size))
+		http.Error(w, "range not satisfiable", http.StatusRequestedRangeNotSatisfiable)
 		return
 	}
-	ctx := r.Context()
-	c := s.cidOf(ctx, req, e)
-	src, err := s.race(ctx, req, c)
+	partial := from > 0 || to < e.Size-1
+	h := w.Header()
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Accept-Ranges", "bytes")
+	h.Set("Content-Length", strconv.FormatInt(to-from+1, 10))
+	status := http.StatusOK
+	if partial {
+		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", from, to, e.Size))
+		status = http.StatusPartialContent
+	}
+	if r.Method == http.MethodHead {
+		w.WriteHeader(status)
+		return
+	}
+	start := time.Now()
+	src, err := s.race(r.Context(), req, e, peersOnly)
 	if err != nil {
+		h.Del("Content-Length")
+		h.Del("Content-Range")
+		h.Del("Accept-Ranges")
+		if peersOnly {
+			s.log.Debug("no peer has the package", "file", req.File, "err", err)
+			http.Error(w, "no peer has "+req.File, http.StatusNotFound)
+			return
+		}
 		s.log.Warn("no source could serve the package", "file", req.File, "err", err)
-		w.Header().Del("Content-Length")
 		http.Error(w, err.Error(), http.StatusBadGateway)
 		return
 	}
-	defer src.body.Close()
-	v := newVerifier(w, e.Size, e.SHA256)
-	start := time.Now()
-	_, err = v.Write(src.first)
-	if err == nil {
-		_, err = io.Copy(v, src.body)
-	}
+	defer src.r.Close()
+	w.WriteHeader(status)
+	v := newVerifier(&window{w: w, from: from, to: to}, e.Size, e.SHA256)
+	_, err = io.Copy(v, src.r)
 	if err == nil {
 		err = v.Finish()
 	}
 	if err != nil {
-		s.log.Warn("package not delivered", "file", req.File, "source", src.name, "err", err)
-		// Headers and most bytes are out: abort the connection so the transfer ends short. pacman then
-		// discards it and moves on to its next server.
+		s.log.Warn("package not delivered", "file", req.File, "source", src.source, "checked_first", src.verified, "err", err)
+		// Headers and bytes are out: abort the connection so the transfer ends short.
 		panic(http.ErrAbortHandler)
 	}
-	s.log.Info("package served", "file", req.File, "source", src.name, "bytes", e.Size, "took", time.Since(start))
+	s.log.Info("package served", "file", req.File, "source", src.source, "checked_first", src.verified,
+		"bytes", to-from+1, "took", time.Since(start))
 }
 
-// cidOf finds the package's CID: derived, seeded here, or under a followed index. Undef when unknown.
-func (s *Server) cidOf(ctx context.Context, req Request, e alpmdb.Entry) cid.Cid {
-	if e.Size <= int64(seeder.Import.ChunkSize) {
-		return seeder.RawCID(e.SHA256)
+// parseRange reads a single "bytes=N-" or "bytes=N-M" range against size: the first and last byte to
+// send. No Range header, or one this does not take (several ranges, a suffix range), is the whole file;
+// ok is false for a range that starts past the end.
+func parseRange(header string, size int64) (from, to int64, ok bool) {
+	spec, found := strings.CutPrefix(header, "bytes=")
+	if !found || strings.Contains(spec, ",") {
+		return 0, size - 1, true
 	}
-	if s.opts.Seeded != nil {
-		if c, ok := s.opts.Seeded(e.SHA256); ok {
-			return c
+	a, b, _ := strings.Cut(spec, "-")
+	first, err := strconv.ParseInt(a, 10, 64)
+	if err != nil || first < 0 {
+		return 0, size - 1, true
+	}
+	last := size - 1
+	if b != "" {
+		l, err := strconv.ParseInt(b, 10, 64)
+		if err != nil || l < first {
+			return 0, size - 1, true
 		}
+		last = min(l, size-1)
 	}
-	return s.fromIndexes(ctx, req)
+	if first >= size {
+		return 0, 0, false
+	}
+	return first, last, true
 }
 
 // fromIndexes looks the file up under each followed index root in turn. Undef when none has it.
@@ -267,130 +331,6 @@ func indexPath(root string, req Request) string {
 	return fmt.Sprintf("%s/%s/os/%s/%s", root, req.Repo, req.Arch, req.File)
 }
 
-// source is a body that has delivered its first bytes.
-type source struct {
-	name  string
-	first []byte
-	body  io.ReadCloser
-	err   error
-}
-
-// race starts IPFS (when the CID is known) and, after the hedge delay or at once when IPFS fails, the
-// mirrors; the first to deliver bytes wins and the other is cancelled.
-func (s *Server) race(ctx context.Context, req Request, c cid.Cid) (*source, error) {
-	ctx, cancelAll := context.WithCancel(ctx)
-	results := make(chan *source, 2)
-	cancels := map[string]context.CancelFunc{}
-	start := func(name string, open func(context.Context) (io.ReadCloser, error)) {
-		sctx, cancel := context.WithCancel(ctx)
-		cancels[name] = cancel
-		go func() {
-			body, err := open(sctx)
-			if err != nil {
-				results <- &source{name: name, err: err}
-				return
-			}
-			buf := make([]byte, 32<<10)
-			n, err := io.ReadAtLeast(body, buf, 1)
-			if err != nil {
-				body.Close()
-				results <- &source{name: name, err: err}
-				return
-			}
-			results <- &source{name: name, first: buf[:n], body: body}
-		}()
-	}
-	mirrors := func(ctx context.Context) (io.ReadCloser, error) { return s.fromMirrors(ctx, req) }
-	running := 0
-	var hedge <-chan time.Time
-	if c.Defined() {
-		start("ipfs", func(ctx context.Context) (io.ReadCloser, error) { return s.opts.Node.Cat(ctx, c) })
-		hedge = time.After(s.opts.Hedge)
-	} else {
-		start("mirror", mirrors)
-	}
-	running++
-	var errs []error
-	for running > 0 {
-		select {
-		case <-hedge:
-			hedge = nil
-			if cancels["mirror"] == nil {
-				start("mirror", mirrors)
-				running++
-			}
-		case res := <-results:
-			running--
-			if res.err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", res.name, res.err))
-				if res.name == "ipfs" && cancels["mirror"] == nil {
-					hedge = nil
-					start("mirror", mirrors) // IPFS gave up early: no point waiting out the hedge
-					running++
-				}
-				continue
-			}
-			// The winner. Cancel the others and close whatever they still deliver.
-			for name, cancel := range cancels {
-				if name != res.name {
-					cancel()
-				}
-			}
-			go func(left int) {
-				for ; left > 0; left-- {
-					if r := <-results; r.body != nil {
-						r.body.Close()
-					}
-				}
-			}(running)
-			winner := res
-			winner.body = &cancelOnClose{ReadCloser: res.body, cancel: cancelAll}
-			return winner, nil
-		}
-	}
-	cancelAll()
-	return nil, errors.Join(errs...)
-}
-
-type cancelOnClose struct {
-	io.ReadCloser
-	cancel context.CancelFunc
-}
-
-func (c *cancelOnClose) Close() error {
-	err := c.ReadCloser.Close()
-	c.cancel()
-	return err
-}
-
-// fromMirrors GETs the file from the first mirror that has it.
-func (s *Server) fromMirrors(ctx context.Context, req Request) (io.ReadCloser, error) {
-	var errs []error
-	for _, m := range s.opts.Mirrors {
-		u := Expand(m, req.Repo, req.Arch) + "/" + req.File
-		hr, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		resp, err := s.opts.Client.Do(hr)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if resp.StatusCode != http.StatusOK {
-			resp.Body.Close()
-			errs = append(errs, fmt.Errorf("%s: %s", u, resp.Status))
-			continue
-		}
-		return resp.Body, nil
-	}
-	if len(errs) == 0 {
-		return nil, errors.New("no mirror configured")
-	}
-	return nil, errors.Join(errs...)
-}
-
 // proxy passes a request to the mirrors unchanged, and the first useful answer back.
 func (s *Server) proxy(w http.ResponseWriter, r *http.Request, req Request) {
 	var last *http.Response
@@ -405,9 +345,10 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request, req Request) {
 				hr.Header.Set(h, v)
 			}
 		}
+		hr.Header.Add("Via", "1.1 "+viaToken)
 		resp, err := s.opts.Client.Do(hr)
 		if err != nil {
-			s.log.Debug("mirror failed", "url", u, "err", err)
+			s.log.Warn("mirror failed", "mirror", hostOf(u), "file", req.File, "err", err)
 			continue
 		}
 		if resp.StatusCode >= 400 {

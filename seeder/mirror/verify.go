@@ -59,3 +59,25 @@ func (v *verifier) Finish() error {
 	_, err := v.w.Write(v.pending)
 	return err
 }
+
+// window passes on only the bytes from offset from to offset to (inclusive) of what is written to it:
+// the part of the file a Range asked for. The verifier before it still sees, and checks, the whole file.
+type window struct {
+	w        io.Writer
+	from, to int64
+	off      int64 // offset of the next byte written
+}
+
+func (wi *window) Write(p []byte) (int, error) {
+	n := len(p)
+	start, end := wi.off, wi.off+int64(n) // [start, end)
+	wi.off = end
+	lo, hi := max(start, wi.from), min(end, wi.to+1)
+	if lo >= hi {
+		return n, nil
+	}
+	if _, err := wi.w.Write(p[lo-start : hi-start]); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
