@@ -10,12 +10,14 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/activation"
 	"github.com/ipfs/go-cid"
+	"golang.org/x/net/netutil"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder"
@@ -80,6 +82,7 @@ func runAgent(ctx context.Context, args []string) error {
 		mirrorlist string
 		indexes    multiFlag
 		hedge      time.Duration
+		budget     time.Duration
 	)
 	if err := parse("agent", "Keep the node in step with pacman's caches: watch every CacheDir and the sync dbs, reconcile\nafter each burst of changes, answer the control socket. Started by systemd socket activation\n(pacman-ipfs.socket) or by hand with --listen.", args, func(fs *flag.FlagSet) {
 		c.register(fs)
@@ -91,6 +94,7 @@ func runAgent(ctx context.Context, args []string) error {
 		fs.StringVar(&mirrorlist, "mirrorlist", "/etc/pacman.d/mirrorlist", "the real mirrors the endpoint races and falls back to (`file`)")
 		fs.Var(&indexes, "index", "an index `root` to find larger packages' CIDs in: /ipfs/..., /ipns/... or a DNSLink name (repeatable)")
 		fs.DurationVar(&hedge, "hedge", 300*time.Millisecond, "how long IPFS has to deliver first bytes before the mirrors start too")
+		fs.DurationVar(&budget, "verify-budget", 6*time.Second, "how long a download may take to be checked before any of it goes to pacman (which gives up after 10 s without data)")
 	}); err != nil {
 		return err
 	}
@@ -112,7 +116,11 @@ func runAgent(ctx context.Context, args []string) error {
 	} else {
 		defer ln.Close()
 	}
-	api := &lazyKubo{addr: kubo.ResolveAPI(c.api)}
+	addr, err := c.apiAddr()
+	if err != nil {
+		return err
+	}
+	api := &lazyKubo{addr: addr}
 	a := agent.New(agent.Options{
 		Config:   cfg,
 		Seeder:   c.seederOptions(cfg, nil, log),
@@ -127,33 +135,19 @@ func runAgent(ctx context.Context, args []string) error {
 		IdleExit: idleExit,
 	})
 	if httpLn != nil {
-		mirrors, err := mirror.ReadMirrorlist(mirrorlist)
+		srv, err := endpointServer(httpLn, endpointConfig{
+			mirrorlist: mirrorlist, indexes: indexes, hedge: hedge, budget: budget,
+			spoolDir: filepath.Join(c.stateDir, "spool"),
+		}, a, api, cfg, log)
 		if err != nil {
-			return fmt.Errorf("the mirror endpoint needs the real mirrors: %w", err)
-		}
-		endpoint := mirror.New(mirror.Options{
-			Index: a.Index, Node: api, Seeded: a.Seeded,
-			Mirrors: mirrors, Indexes: indexes, Hedge: hedge, Log: log,
-			Signatures: pacmanKeyring(cfg, log),
-		})
-		srv := &http.Server{
-			// A download in flight is activity: the agent must not idle out under it.
-			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				a.Touch()
-				defer a.Touch()
-				endpoint.ServeHTTP(w, r)
-			}),
-			ReadHeaderTimeout: 5 * time.Second,
-			MaxHeaderBytes:    16 << 10,
-			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+			return err
 		}
 		go func() {
-			if err := srv.Serve(httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := srv.Serve(netutil.LimitListener(httpLn, maxEndpointConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("mirror endpoint stopped", "err", err)
 			}
 		}()
 		defer srv.Close()
-		log.Info("mirror endpoint", "addr", httpLn.Addr().String(), "mirrors", len(mirrors), "indexes", len(indexes))
 	}
 	err = a.Run(ctx, ln)
 	if errors.Is(ctx.Err(), context.Canceled) {
@@ -223,4 +217,51 @@ func controlListener(path string) (net.Listener, error) {
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
 	return ln, nil
+}
+
+// maxEndpointConns bounds the endpoint's connections; more wait in the kernel's backlog. pacman opens a
+// few at a time (ParallelDownloads); an idle or slow one is cut off by the server's timeouts.
+const maxEndpointConns = 256
+
+type endpointConfig struct {
+	mirrorlist    string
+	indexes       []string
+	hedge, budget time.Duration
+	spoolDir      string
+}
+
+// endpointServer is the loopback mirror endpoint: the mirrors of the mirrorlist minus the endpoint's own
+// address, and an http.Server whose every wait is bounded.
+func endpointServer(ln net.Listener, ec endpointConfig, a *agent.Agent, api *lazyKubo, cfg *alpmdb.Config, log *slog.Logger) (*http.Server, error) {
+	mirrors, err := mirror.ReadMirrorlist(ec.mirrorlist)
+	if err != nil {
+		// A CacheServer needs no mirror; Server requests then fail with 502 and say why.
+		log.Warn("no mirrors for the endpoint: only CacheServer requests will be answered", "err", err)
+	}
+	mirrors, dropped := mirror.DropSelf(mirrors, ln.Addr())
+	if len(dropped) > 0 {
+		log.Info("the endpoint's own address is not one of its mirrors", "dropped", dropped)
+	}
+	if err := os.MkdirAll(ec.spoolDir, 0o700); err != nil {
+		return nil, fmt.Errorf("the endpoint's spool: %w", err)
+	}
+	endpoint := mirror.New(mirror.Options{
+		Index: a.Index, Node: api, Seeded: a.Seeded,
+		Mirrors: mirrors, Indexes: ec.indexes, Hedge: ec.hedge, Budget: ec.budget, SpoolDir: ec.spoolDir, Log: log,
+		Signatures: pacmanKeyring(cfg, log),
+	})
+	log.Info("mirror endpoint", "addr", ln.Addr().String(), "mirrors", len(mirrors), "indexes", len(ec.indexes))
+	return &http.Server{
+		// A request in flight is activity: the agent must not idle out under it. A connection that
+		// never sends one is not.
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			a.Touch()
+			defer a.Touch()
+			endpoint.ServeHTTP(w, r)
+		}),
+		ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout:       30 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}, nil
 }

@@ -21,6 +21,7 @@ import (
 // its real exit codes.
 func TestMain(m *testing.M) {
 	serveRepoIfAsked()
+	floodIfAsked()
 	if os.Getenv("PACMAN_IPFS_BE_CLI") == "1" {
 		main()
 		os.Exit(0)
