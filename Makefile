@@ -69,7 +69,7 @@ test-package: dist
 # The source tarball the PKGBUILD builds from: this tree as committed, plus uncommitted changes to
 # tracked files (git stash create), so what is tested is what is here.
 dist:
-	@tree=$$(git stash create); git archive --format=tar.gz --prefix=pacman-ipfs-$(VERSION)/ \
+	@set -e; tree=$$(git stash create); git archive --format=tar.gz --prefix=pacman-ipfs-$(VERSION)/ \
 		-o pacman-ipfs-$(VERSION).tar.gz $${tree:-HEAD}; echo "dist: pacman-ipfs-$(VERSION).tar.gz"
 
 # systemd-analyze verify on every unit (zero messages), and the PKGBUILD's metadata through makepkg.

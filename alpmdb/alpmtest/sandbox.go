@@ -32,6 +32,9 @@ type Sandbox struct {
 	// Options are extra lines for [options], e.g. "XferCommand = ...".
 	// Call WriteConf after changing it.
 	Options []string
+	// Wrap is put before "pacman" when it runs, e.g. {"ip", "netns", "exec", "host1"} to run it on a
+	// test host in a network namespace.
+	Wrap []string
 	// SigLevel is pacman's SigLevel, "Never" when empty: test packages are unsigned or carry made-up
 	// signatures unless a Signer signed them and Signer.Trust put its key into GPGDir.
 	SigLevel string
@@ -144,6 +147,9 @@ func (s *Sandbox) Pacman(t testing.TB, args ...string) string {
 // PacmanErr is Pacman for tests that expect pacman to fail: it returns the
 // combined output and pacman's error instead of failing the test.
 func (s *Sandbox) PacmanErr(args ...string) (string, error) {
+	if len(s.Wrap) > 0 {
+		return run(s.Root, s.Wrap[0], append(append(s.Wrap[1:len(s.Wrap):len(s.Wrap)], "pacman"), s.PacmanArgs(args...)...)...)
+	}
 	return run(s.Root, "pacman", s.PacmanArgs(args...)...)
 }
 

@@ -55,6 +55,8 @@ type nodeStatus struct {
 	RepoPath  string `json:"repo_path,omitempty"`
 	Filestore bool   `json:"filestore"`
 	Pins      int    `json:"pins"` // pins named pacman-ipfs:* in the node now
+	// LANPeers are the peers connected over a LAN address (mDNS neighbours), which bitswap asks first.
+	LANPeers []kubo.LANPeer `json:"lan_peers"`
 }
 
 type syncStatus struct {
@@ -97,6 +99,9 @@ func runStatus(ctx context.Context, args []string) error {
 		st.Node.Reachable = true
 		if info, err := node.Info(ctx); err == nil {
 			st.Node.ID, st.Node.Version, st.Node.RepoPath, st.Node.Filestore = info.ID, info.Version, info.RepoPath, info.Filestore
+		}
+		if peers, err := node.LANPeers(ctx); err == nil {
+			st.Node.LANPeers = peers
 		}
 		if pins, err := node.Pins(ctx, seeder.PinPrefix); err == nil {
 			st.Node.Pins = len(pins)
@@ -164,6 +169,11 @@ func printStatus(w io.Writer, st *status) {
 	n := st.Node
 	if n.Reachable {
 		fmt.Fprintf(w, "node:      %s at %s, peer %s, %d pins of ours\n", n.Version, n.API, n.ID, n.Pins)
+		fmt.Fprintf(w, "lan peers: %d", len(n.LANPeers))
+		for _, p := range n.LANPeers {
+			fmt.Fprintf(w, " %s", p.Addr)
+		}
+		fmt.Fprintln(w)
 	} else {
 		fmt.Fprintf(w, "node:      not reachable at %s\n", n.API)
 	}

@@ -464,6 +464,38 @@ func (c *Client) FileRefs(ctx context.Context) (map[cid.Cid]string, error) {
 	return out, nil
 }
 
+// LANPeer is a peer the node is connected to over a private (LAN) address.
+type LANPeer struct {
+	ID   string `json:"id"`
+	Addr string `json:"addr"`
+}
+
+// LANPeers lists the peers the node is connected to over a LAN address: RFC 1918, link-local, IPv6
+// unique-local or link-local. These are the neighbours mDNS found, which bitswap asks first.
+func (c *Client) LANPeers(ctx context.Context) ([]LANPeer, error) {
+	var out struct {
+		Peers []struct{ Addr, Peer string }
+	}
+	if err := c.api.Request("swarm/peers").Exec(ctx, &out); err != nil {
+		return nil, fmt.Errorf("swarm peers: %w", err)
+	}
+	var lan []LANPeer
+	seen := map[string]bool{}
+	for _, p := range out.Peers {
+		m, err := ma.NewMultiaddr(p.Addr)
+		if err != nil || seen[p.Peer] {
+			continue
+		}
+		ip, err := manet.ToIP(m)
+		if err != nil || !(ip.IsPrivate() || ip.IsLinkLocalUnicast()) {
+			continue
+		}
+		seen[p.Peer] = true
+		lan = append(lan, LANPeer{ID: p.Peer, Addr: p.Addr})
+	}
+	return lan, nil
+}
+
 // Blocks implements seeder.FileReferencer: root and every block below it, from the local repo.
 func (c *Client) Blocks(ctx context.Context, root cid.Cid) ([]cid.Cid, error) {
 	return c.dagBlocks(ctx, root)
