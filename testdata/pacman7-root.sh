@@ -51,6 +51,8 @@ mkdir -p "$gomodcache" "$gocache"
 exec unshare --mount --propagation private -- bash -euo pipefail -c '
 root=$1 src=$2 goroot=$3 gomodcache=$4 gocache=$5; shift 5
 mnt() { mkdir -p "$root$2"; mount --rbind "$1" "$root$2"; }
+# The root a mount point of its own, so that what needs "/" to be one (ip netns) works inside.
+mount --bind "$root" "$root"
 mount -t proc proc "$root/proc"
 mnt /sys /sys
 mnt /dev /dev

@@ -92,20 +92,27 @@ func startAgent(t testing.TB, args ...string) (logs string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs = filepath.Join(t.TempDir(), "agent.log")
+	cmd := exec.Command(exe, append([]string{"agent", "-v"}, args...)...)
+	cmd.Env = append(os.Environ(), "PACMAN_IPFS_BE_CLI=1")
+	return runLogged(t, cmd, syscall.SIGTERM, "agent")
+}
+
+// runLogged starts cmd with its output in a log file under t.TempDir() and returns the file's path. At
+// cleanup it sends stop (SIGKILL after 10 s) and, if the test failed, prints the log.
+func runLogged(t testing.TB, cmd *exec.Cmd, stop os.Signal, what string) (logs string) {
+	t.Helper()
+	logs = filepath.Join(t.TempDir(), "out.log")
 	f, err := os.Create(logs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(exe, append([]string{"agent", "-v"}, args...)...)
-	cmd.Env = append(os.Environ(), "PACMAN_IPFS_BE_CLI=1")
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	f.Close()
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Process.Signal(stop)
 		done := make(chan struct{})
 		go func() { cmd.Wait(); close(done) }()
 		select {
@@ -115,7 +122,7 @@ func startAgent(t testing.TB, args ...string) (logs string) {
 		}
 		if t.Failed() {
 			b, _ := os.ReadFile(logs)
-			t.Logf("agent log:\n%s", b)
+			t.Logf("%s log:\n%s", what, b)
 		}
 	})
 	return logs

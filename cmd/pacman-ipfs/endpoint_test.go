@@ -80,7 +80,6 @@ func (w *endpointWorld) startBActivated(t *testing.T, args ...string) {
 	t.Helper()
 	alpmtest.Require(t, "systemd-socket-activate")
 	w.control = filepath.Join(t.TempDir(), "control.sock")
-	w.agentLogs = filepath.Join(t.TempDir(), "agent.log")
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -89,29 +88,7 @@ func (w *endpointWorld) startBActivated(t *testing.T, args ...string) {
 		exe, "agent", "--idle-exit", "15m", // pacman-ipfs.service's ExecStart
 		"--pacman-conf", w.b.Conf, "--api", w.nodeB.APIAddr, "--state-dir", t.TempDir(), "-v",
 		"--quiet", "200ms", "--hedge", testHedge}, args...)
-	log, err := os.Create(w.agentLogs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("systemd-socket-activate", all...)
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	log.Close()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-		}
-		if t.Failed() {
-			t.Logf("agent log:\n%s", w.log(t))
-		}
-	})
+	w.agentLogs = runLogged(t, exec.Command("systemd-socket-activate", all...), syscall.SIGTERM, "agent")
 	waitListening(t, w.port)
 }
 
@@ -122,6 +99,20 @@ func (w *endpointWorld) log(t *testing.T) string {
 }
 
 func (m *httpMirror) template() string { return m.url + "/$repo/os/$arch" }
+
+// mirrorlist writes a mirrorlist of Server lines (templates) and returns its path.
+func mirrorlist(t *testing.T, servers ...string) string {
+	t.Helper()
+	var b strings.Builder
+	for _, s := range servers {
+		b.WriteString("Server = " + s + "\n")
+	}
+	path := filepath.Join(t.TempDir(), "mirrorlist")
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
 
 func (m *httpMirror) reset() {
 	m.mu.Lock()
@@ -136,15 +127,11 @@ func TestEndpointReadmeRecipeServerMode(t *testing.T) {
 	small := alpmtest.Pkg{Name: "small", Size: 300 << 10}
 	other := alpmtest.Pkg{Name: "other", Size: 200 << 10}
 	w := newEndpointWorld(t, []alpmtest.Pkg{small, other}, "small")
-	mirrorlist := filepath.Join(t.TempDir(), "mirrorlist")
-	text := "## pacman-ipfs first, as the README says\nServer = " + w.endpoint() + "/$repo/os/$arch\n" +
-		"Server = " + w.m.template() + "\n"
-	if err := os.WriteFile(mirrorlist, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	w.b.Includes = map[string]string{"core": mirrorlist}
+	// pacman-ipfs first, as the README says.
+	ml := mirrorlist(t, w.endpoint()+"/$repo/os/$arch", w.m.template())
+	w.b.Includes = map[string]string{"core": ml}
 	w.b.WriteConf(t)
-	w.startBActivated(t, "--mirrorlist", mirrorlist, "--index", w.indexA)
+	w.startBActivated(t, "--mirrorlist", ml, "--index", w.indexA)
 	start := time.Now()
 	w.b.Pacman(t, "-Sy")
 	out := w.b.Pacman(t, "-S", "small", "other")
@@ -194,14 +181,9 @@ func TestEndpointBadSourceThenGoodMirror(t *testing.T) {
 	tampered := startMirror(t, w.repo)
 	tampered.tampered[small.FileName()] = true
 	tampered.tampered[large.FileName()] = true
-	mirrorlist := filepath.Join(t.TempDir(), "mirrorlist")
-	text := "Server = " + tampered.template() + "\nServer = " + w.m.template() + "\n"
-	if err := os.WriteFile(mirrorlist, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	w.b.Servers = map[string][]string{"core": {w.endpoint() + "/$repo/os/$arch", w.m.template()}}
 	w.b.WriteConf(t)
-	w.startB(t, "--mirrorlist", mirrorlist, "--index", badIndex)
+	w.startB(t, "--mirrorlist", mirrorlist(t, tampered.template(), w.m.template()), "--index", badIndex)
 	w.b.Pacman(t, "-Sy")
 	start := time.Now()
 	out := w.b.Pacman(t, "-S", "small", "large")
@@ -260,13 +242,9 @@ func TestEndpointResumesPartialDownloads(t *testing.T) {
 	small := alpmtest.Pkg{Name: "small", Size: 600 << 10}
 	other := alpmtest.Pkg{Name: "other", Size: 500 << 10}
 	w := newEndpointWorld(t, []alpmtest.Pkg{small, other}, "small")
-	mirrorlist := filepath.Join(t.TempDir(), "mirrorlist")
-	if err := os.WriteFile(mirrorlist, []byte("Server = "+w.m.template()+"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	w.b.Servers = map[string][]string{"core": {w.endpoint() + "/$repo/os/$arch"}}
 	w.b.WriteConf(t)
-	w.startB(t, "--mirrorlist", mirrorlist, "--index", w.indexA)
+	w.startB(t, "--mirrorlist", mirrorlist(t, w.m.template()), "--index", w.indexA)
 	w.b.Pacman(t, "-Sy")
 	for _, p := range []alpmtest.Pkg{small, other} {
 		b, err := os.ReadFile(w.repo.Path(p))

@@ -108,13 +108,9 @@ func TestFloodOfIdleAndSlowConnections(t *testing.T) {
 	small := alpmtest.Pkg{Name: "small", Size: 300 << 10}
 	other := alpmtest.Pkg{Name: "other", Size: 200 << 10}
 	w := newEndpointWorld(t, []alpmtest.Pkg{small, other}, "small")
-	mirrorlist := filepath.Join(t.TempDir(), "mirrorlist")
-	if err := os.WriteFile(mirrorlist, []byte("Server = "+w.m.template()+"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	w.b.Servers = map[string][]string{"core": {w.endpoint() + "/$repo/os/$arch"}}
 	w.b.WriteConf(t)
-	w.startB(t, "--mirrorlist", mirrorlist, "--index", w.indexA)
+	w.startB(t, "--mirrorlist", mirrorlist(t, w.m.template()), "--index", w.indexA)
 	openUp(t, w.control)
 	if err := os.Chmod(w.control, 0o666); err != nil {
 		t.Fatal(err)
@@ -147,9 +143,13 @@ func TestFloodOfIdleAndSlowConnections(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || st.Agent == nil {
 		t.Errorf("status after the flood: %v\n%s%s", err, r.stdout, r.stderr)
 	}
+	// The hook's client, asking for a pass and waiting for the answer.
+	if out, err := exec.Command(notifyBinary(t), "--socket", w.control, "--reconcile", "--wait").CombinedOutput(); err != nil {
+		t.Errorf("the hook's client after the flood: %v\n%s", err, out)
+	}
 	w.b.Pacman(t, "-Sy")
 	w.b.Pacman(t, "-S", "small", "other")
-	t.Logf("after the flood: status answered and small and other installed through the endpoint in %s", time.Since(start).Round(time.Millisecond))
+	t.Logf("after the flood: status and the hook's client answered, and small and other installed through the endpoint in %s", time.Since(start).Round(time.Millisecond))
 	if logs := w.log(t); strings.Count(logs, "control request refused") > 3 {
 		t.Errorf("refusals are not rate-limited in the log: %d lines", strings.Count(logs, "control request refused"))
 	}

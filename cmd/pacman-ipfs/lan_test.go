@@ -103,30 +103,9 @@ func (h *lanHost) startKubo(t *testing.T) {
 			t.Fatalf("ipfs config %s on %s: %v\n%s", kv[0], h.name, err, out)
 		}
 	}
-	log, err := os.Create(filepath.Join(t.TempDir(), "kubo.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	d := h.cmd(bin, "daemon", "--migrate")
 	d.Env = append(os.Environ(), "IPFS_PATH="+h.repo, "IPFS_TELEMETRY=off")
-	d.Stdout, d.Stderr = log, log
-	if err := d.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		d.Process.Signal(syscall.SIGINT)
-		done := make(chan struct{})
-		go func() { d.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			d.Process.Kill()
-		}
-		if t.Failed() {
-			b, _ := os.ReadFile(log.Name())
-			t.Logf("kubo on %s:\n%s", h.name, b)
-		}
-	})
+	runLogged(t, d, syscall.SIGINT, "kubo on "+h.name)
 	within(t, 60*time.Second, "kubo on "+h.name, func() bool {
 		_, err := h.ipfs("id")
 		return err == nil
@@ -150,34 +129,10 @@ func (h *lanHost) startAgent(t *testing.T, extra ...string) {
 		t.Fatal(err)
 	}
 	h.control = filepath.Join(t.TempDir(), "control.sock")
-	h.logs = filepath.Join(t.TempDir(), "agent.log")
-	log, err := os.Create(h.logs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := h.cmd(append([]string{"systemd-socket-activate", "-l", "127.0.0.1:7878", "-l", h.control,
+	h.logs = runLogged(t, h.cmd(append([]string{"systemd-socket-activate", "-l", "127.0.0.1:7878", "-l", h.control,
 		"-E", "PACMAN_IPFS_BE_CLI=1", "-E", "IPFS_PATH=" + filepath.Join(t.TempDir(), "none"),
 		exe, "agent", "--idle-exit", "15m", "--pacman-conf", h.sb.Conf, "--state-dir", t.TempDir(), "-v",
-		"--quiet", "200ms"}, extra...)...)
-	c.Stdout, c.Stderr = log, log
-	if err := c.Start(); err != nil {
-		t.Fatal(err)
-	}
-	log.Close()
-	t.Cleanup(func() {
-		c.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { c.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			c.Process.Kill()
-		}
-		if t.Failed() {
-			b, _ := os.ReadFile(h.logs)
-			t.Logf("agent on %s:\n%s", h.name, b)
-		}
-	})
+		"--quiet", "200ms"}, extra...)...), syscall.SIGTERM, "agent on "+h.name)
 	within(t, 10*time.Second, "the control socket on "+h.name, func() bool { _, err := os.Stat(h.control); return err == nil })
 }
 
@@ -219,10 +174,7 @@ func TestLANPackagedNodesMeetAndShare(t *testing.T) {
 
 	// B and C: the endpoint is their only Server, its mirrorlist is empty (the uplink is down), their
 	// sync dbs are those of an earlier -Sy.
-	none := filepath.Join(t.TempDir(), "mirrorlist")
-	if err := os.WriteFile(none, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	none := mirrorlist(t)
 	for _, h := range []*lanHost{b, c} {
 		alpmtest.CopyFile(t, repo.DB, h.sb.SyncDBPath("core"), 0o644)
 		h.sb.Servers = map[string][]string{"core": {"http://127.0.0.1:7878/$repo/os/$arch"}}
