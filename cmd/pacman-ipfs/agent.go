@@ -24,6 +24,7 @@ import (
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/agent"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/control"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/lanindex"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/mirror"
 )
 
@@ -83,6 +84,7 @@ func runAgent(ctx context.Context, args []string) error {
 		indexes    multiFlag
 		hedge      time.Duration
 		budget     time.Duration
+		lanIndex   bool
 	)
 	if err := parse("agent", "Keep the node in step with pacman's caches: watch every CacheDir and the sync dbs, reconcile\nafter each burst of changes, answer the control socket. Started by systemd socket activation\n(pacman-ipfs.socket) or by hand with --listen.", args, func(fs *flag.FlagSet) {
 		c.register(fs)
@@ -94,6 +96,7 @@ func runAgent(ctx context.Context, args []string) error {
 		fs.StringVar(&mirrorlist, "mirrorlist", "/etc/pacman.d/mirrorlist", "the real mirrors the endpoint races and falls back to (`file`)")
 		fs.Var(&indexes, "index", "an index `root` to find larger packages' CIDs in: /ipfs/..., /ipns/... or a DNSLink name (repeatable)")
 		fs.DurationVar(&hedge, "hedge", 300*time.Millisecond, "how long IPFS has to deliver first bytes before the mirrors start too")
+		fs.BoolVar(&lanIndex, "lan-index", true, "publish the index under the node's own key (/ipns/<peer ID>) and look up the LAN neighbours' (--lan-index=false: neither)")
 		fs.DurationVar(&budget, "verify-budget", 6*time.Second, "how long a download may take to be checked before any of it goes to pacman (which gives up after 10 s without data)")
 	}); err != nil {
 		return err
@@ -121,10 +124,19 @@ func runAgent(ctx context.Context, args []string) error {
 		return err
 	}
 	api := &lazyKubo{addr: addr}
+	// The LAN's indexes: ours published under the node's key, the neighbours' looked up.
+	var lan *lanindex.Exchange
+	var afterPass func(*seeder.Report)
+	if lanIndex {
+		lan = lanindex.New(func(ctx context.Context) (lanindex.Node, error) { return api.client(ctx) }, 20*time.Second, log)
+		go lan.Run(ctx)
+		afterPass = func(r *seeder.Report) { lan.Publish(r.Index) }
+	}
 	a := agent.New(agent.Options{
-		Config:   cfg,
-		Seeder:   c.seederOptions(cfg, nil, log),
-		StateDir: c.stateDir,
+		AfterPass: afterPass,
+		Config:    cfg,
+		Seeder:    c.seederOptions(cfg, nil, log),
+		StateDir:  c.stateDir,
 		Dial: func(ctx context.Context) (seeder.Node, error) {
 			return api.client(ctx)
 		},
@@ -137,7 +149,7 @@ func runAgent(ctx context.Context, args []string) error {
 	if httpLn != nil {
 		srv, err := endpointServer(httpLn, endpointConfig{
 			mirrorlist: mirrorlist, indexes: indexes, hedge: hedge, budget: budget,
-			spoolDir: filepath.Join(c.stateDir, "spool"),
+			spoolDir: filepath.Join(c.stateDir, "spool"), lan: lan,
 		}, a, api, cfg, log)
 		if err != nil {
 			return err
@@ -228,6 +240,7 @@ type endpointConfig struct {
 	indexes       []string
 	hedge, budget time.Duration
 	spoolDir      string
+	lan           *lanindex.Exchange // nil: no LAN index exchange
 }
 
 // endpointServer is the loopback mirror endpoint: the mirrors of the mirrorlist minus the endpoint's own
@@ -245,8 +258,13 @@ func endpointServer(ln net.Listener, ec endpointConfig, a *agent.Agent, api *laz
 	if err := os.MkdirAll(ec.spoolDir, 0o700); err != nil {
 		return nil, fmt.Errorf("the endpoint's spool: %w", err)
 	}
+	var discovered func() []string
+	if ec.lan != nil {
+		discovered = ec.lan.Roots
+	}
 	endpoint := mirror.New(mirror.Options{
-		Index: a.Index, Node: api, Seeded: a.Seeded,
+		Index: a.Index, Node: api, Seeded: a.Seeded, Discovered: discovered,
+		Metrics: func(w io.Writer) { agentMetrics(w, a, ec.lan) },
 		Mirrors: mirrors, Indexes: ec.indexes, Hedge: ec.hedge, Budget: ec.budget, SpoolDir: ec.spoolDir, Log: log,
 		Signatures: pacmanKeyring(cfg, log),
 	})
@@ -264,4 +282,26 @@ func endpointServer(ln net.Listener, ec endpointConfig, a *agent.Agent, api *laz
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}, nil
+}
+
+// agentMetrics adds the agent's figures to the endpoint's /metrics: what it seeds and its passes, and
+// what the LAN index exchange found.
+func agentMetrics(w io.Writer, a *agent.Agent, lan *lanindex.Exchange) {
+	st := a.Status()
+	var files, bytes int64
+	var took time.Duration
+	if r := st.Last; r != nil {
+		for _, rc := range r.Repos {
+			files += int64(rc.Files)
+			bytes += rc.Bytes
+		}
+		took = r.Duration
+	}
+	mirror.Metric(w, "pacman_ipfs_seeded_files", "gauge", "Cache files seeded after the last pass.", float64(files))
+	mirror.Metric(w, "pacman_ipfs_seeded_bytes", "gauge", "Bytes of the cache files seeded after the last pass.", float64(bytes))
+	mirror.Metric(w, "pacman_ipfs_passes_total", "counter", "Reconcile passes since the agent started.", float64(st.Passes))
+	mirror.Metric(w, "pacman_ipfs_last_pass_seconds", "gauge", "How long the last pass took.", took.Seconds())
+	if lan != nil {
+		mirror.Metric(w, "pacman_ipfs_lan_indexes", "gauge", "Index roots found on the LAN neighbours.", float64(len(lan.Roots())))
+	}
 }

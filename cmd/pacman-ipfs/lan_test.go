@@ -152,15 +152,17 @@ func (h *lanHost) status(t *testing.T) status {
 
 // Three machines on one LAN, each with the kubo node packaging/ sets up and the agent as the units
 // start it; nobody connects anything by hand, nobody passes --index, and the uplink is down (no mirror
-// at all). The nodes find each other by mDNS, status reports the neighbours, and a package one machine
-// downloaded installs on the two others from the LAN, through their endpoints.
+// at all). The nodes find each other by mDNS, status reports the neighbours, the agents find each
+// other's indexes under their peer IDs, and the packages one machine downloaded (one over 1 MiB, whose
+// CID only an index gives) install on the two others from the LAN, through their endpoints.
 func TestLANPackagedNodesMeetAndShare(t *testing.T) {
 	if testing.Short() {
 		t.Skip("integration: network namespaces, three kubo nodes, real pacman")
 	}
 	alpmtest.Require(t, "pacman", "repo-add", "bsdtar")
 	small := alpmtest.Pkg{Name: "small", Size: 400 << 10}
-	repo := alpmtest.MakeRepo(t, "core", small)
+	large := alpmtest.Pkg{Name: "large", Size: 3 << 20, Ext: ".pkg.tar"} // over 1 MiB: needs an index
+	repo := alpmtest.MakeRepo(t, "core", small, large)
 	hosts := newLAN(t, repo, 3)
 	a, b, c := hosts[0], hosts[1], hosts[2]
 	for _, h := range hosts {
@@ -168,9 +170,9 @@ func TestLANPackagedNodesMeetAndShare(t *testing.T) {
 	}
 	// A downloaded small once, from its mirror (a file:// one, outside the LAN).
 	a.sb.Wrap = nil
-	a.sb.Pacman(t, "-Syw", "small")
+	a.sb.Pacman(t, "-Syw", "small", "large")
 	a.startAgent(t)
-	within(t, 30*time.Second, "A seeds small", func() bool { return a.status(t).Node.Pins == 1 })
+	within(t, 30*time.Second, "A seeds small and large", func() bool { return a.status(t).Node.Pins == 2 })
 
 	// B and C: the endpoint is their only Server, its mirrorlist is empty (the uplink is down), their
 	// sync dbs are those of an earlier -Sy.
@@ -191,12 +193,22 @@ func TestLANPackagedNodesMeetAndShare(t *testing.T) {
 	})
 	t.Logf("mDNS: every node saw both others %s after the agents started; B's status: %v", took.Round(time.Millisecond), b.status(t).Node.LANPeers)
 
+	// large's CID is in A's index only, which B and C find under /ipns/<A's peer ID>.
+	aID := a.status(t).Node.ID
+	for _, h := range []*lanHost{b, c} {
+		within(t, 60*time.Second, h.name+" finds A's index", func() bool {
+			logs, _ := os.ReadFile(h.logs)
+			return bytes.Contains(logs, []byte("index found on the LAN")) && bytes.Contains(logs, []byte(aID))
+		})
+	}
 	for _, h := range []*lanHost{b, c} {
 		start := time.Now()
-		h.sb.Pacman(t, "-S", "small")
-		if _, err := os.Stat(h.sb.Path(small.PayloadPath())); err != nil {
-			t.Errorf("small not installed on %s: %v", h.name, err)
+		h.sb.Pacman(t, "-S", "small", "large")
+		for _, p := range []alpmtest.Pkg{small, large} {
+			if _, err := os.Stat(h.sb.Path(p.PayloadPath())); err != nil {
+				t.Errorf("%s not installed on %s: %v", p.Name, h.name, err)
+			}
 		}
-		t.Logf("%s installed small from the LAN, with no mirror, in %s", h.name, time.Since(start).Round(time.Millisecond))
+		t.Logf("%s installed small and large from the LAN, with no mirror and no --index, in %s", h.name, time.Since(start).Round(time.Millisecond))
 	}
 }

@@ -57,6 +57,8 @@ type Options struct {
 	IdleExit time.Duration
 	// Rewatch is how often a CacheDir or the sync dir that is missing is looked for again. Default 2 s.
 	Rewatch time.Duration
+	// AfterPass, when set, is called with the report of every pass that finished.
+	AfterPass func(*seeder.Report)
 }
 
 // Agent is the long-running seeder.
@@ -319,6 +321,9 @@ func (a *Agent) pass(ctx context.Context, s **seeder.Seeder) error {
 	a.mu.Unlock()
 	if err != nil {
 		return err
+	}
+	if a.opts.AfterPass != nil {
+		a.opts.AfterPass(rep)
 	}
 	if rep.Added+rep.Unpinned > 0 || len(rep.Failed) > 0 {
 		a.log.Info("pass", "added", rep.Added, "unpinned", rep.Unpinned, "seeded", rep.Seeded, "refused", len(rep.Refused), "failed", len(rep.Failed), "took", rep.Duration)

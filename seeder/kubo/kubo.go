@@ -496,6 +496,16 @@ func (c *Client) LANPeers(ctx context.Context) ([]LANPeer, error) {
 	return lan, nil
 }
 
+// LANPeerIDs implements lanindex.Node: the IDs of LANPeers.
+func (c *Client) LANPeerIDs(ctx context.Context) ([]string, error) {
+	peers, err := c.LANPeers(ctx)
+	ids := make([]string, 0, len(peers))
+	for _, p := range peers {
+		ids = append(ids, p.ID)
+	}
+	return ids, err
+}
+
 // Blocks implements seeder.FileReferencer: root and every block below it, from the local repo.
 func (c *Client) Blocks(ctx context.Context, root cid.Cid) ([]cid.Cid, error) {
 	return c.dagBlocks(ctx, root)

@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -52,6 +53,10 @@ type Options struct {
 	// Indexes are roots laid out like a mirror (/ipfs/…, /ipns/…, a DNSLink name) to look larger
 	// packages up in.
 	Indexes []string
+	// Discovered returns more index roots, found at run time (the LAN neighbours' indexes); may be nil.
+	Discovered func() []string
+	// Metrics, when set, adds to what /metrics answers (the agent's own figures).
+	Metrics func(io.Writer)
 	// Hedge is how long IPFS has to deliver first bytes before the mirrors start too. Default 300 ms.
 	Hedge time.Duration
 	// Budget is how long, from the request, a download may take to be checked before any of it goes to
@@ -73,6 +78,7 @@ type Server struct {
 	opts    Options
 	log     *slog.Logger
 	checked sync.Map // sha256 -> cid.Cid: index CIDs this endpoint fetched and found right
+	metrics *metrics
 }
 
 // New returns a Server.
@@ -92,7 +98,7 @@ func New(opts Options) *Server {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{opts: opts, log: opts.Log}
+	return &Server{opts: opts, log: opts.Log, metrics: newMetrics()}
 }
 
 // CachePrefix starts the paths of CacheServer requests: CacheServer = http://127.0.0.1:7878/cache/$repo/os/$arch.
@@ -102,6 +108,10 @@ const CachePrefix = "/cache"
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		http.Error(w, "only GET and HEAD", http.StatusMethodNotAllowed)
+		return
+	}
+	if r.URL.Path == MetricsPath {
+		s.writeMetrics(w)
 		return
 	}
 	p, cache := strings.CutPrefix(r.URL.Path, CachePrefix+"/")
@@ -124,6 +134,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case !known && cache:
 		http.Error(w, "not a package of the sync dbs", http.StatusNotFound)
 	case !known && peersOnly:
+		s.metrics.loopsRefused.Add(1)
 		http.Error(w, errLoop.Error(), http.StatusLoopDetected)
 	case !known:
 		s.proxy(w, r, req)
@@ -172,7 +183,7 @@ const sigCheckTime = 5 * time.Second
 // once pacman's keyring says it is valid over the package (read back from the node and checked against
 // the db's sha256). nil when there is none, or it cannot be checked in time.
 func (s *Server) peerSignature(ctx context.Context, req Request, e alpmdb.Entry) []byte {
-	if s.opts.Signatures == nil || len(s.opts.Indexes) == 0 {
+	if s.opts.Signatures == nil {
 		return nil
 	}
 	kr := s.opts.Signatures()
@@ -209,6 +220,7 @@ func (s *Server) peerSignature(ctx context.Context, req Request, e alpmdb.Entry)
 		s.log.Warn("a peer's signature was refused", "file", req.File, "cid", c.String(), "err", err)
 		return nil
 	}
+	s.metrics.signaturesLAN.Add(1)
 	s.log.Info("signature served", "file", req.File, "source", "ipfs")
 	return sig
 }
@@ -257,6 +269,7 @@ func (s *Server) pkg(w http.ResponseWriter, r *http.Request, req Request, e alpm
 		h.Del("Content-Range")
 		h.Del("Accept-Ranges")
 		if peersOnly {
+			s.metrics.notFound.Add(1)
 			s.log.Debug("no peer has the package", "file", req.File, "err", err)
 			http.Error(w, "no peer has "+req.File, http.StatusNotFound)
 			return
@@ -273,10 +286,12 @@ func (s *Server) pkg(w http.ResponseWriter, r *http.Request, req Request, e alpm
 		err = v.Finish()
 	}
 	if err != nil {
+		s.metrics.verifyFailed.Add(1)
 		s.log.Warn("package not delivered", "file", req.File, "source", src.source, "checked_first", src.verified, "err", err)
 		// Headers and bytes are out: abort the connection so the transfer ends short.
 		panic(http.ErrAbortHandler)
 	}
+	s.metrics.served(src.source, to-from+1)
 	s.log.Info("package served", "file", req.File, "source", src.source, "checked_first", src.verified,
 		"bytes", to-from+1, "took", time.Since(start))
 }
@@ -310,7 +325,11 @@ func parseRange(header string, size int64) (from, to int64, ok bool) {
 
 // fromIndexes looks the file up under each followed index root in turn. Undef when none has it.
 func (s *Server) fromIndexes(ctx context.Context, req Request) cid.Cid {
-	for _, root := range s.opts.Indexes {
+	roots := s.opts.Indexes
+	if s.opts.Discovered != nil {
+		roots = append(slices.Clone(roots), s.opts.Discovered()...)
+	}
+	for _, root := range roots {
 		// An index that takes longer than the hedge delay to answer has lost the race already.
 		rctx, cancel := context.WithTimeout(ctx, s.opts.Hedge)
 		c, err := s.opts.Node.Resolve(rctx, indexPath(root, req))

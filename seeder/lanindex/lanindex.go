@@ -1,0 +1,154 @@
+// Package lanindex lets the agents of a LAN find each other's indexes with no configuration. A package
+// over 1 MiB has no CID that follows from the sync db, so a machine can ask its neighbours for it only
+// once it knows the CID some neighbour seeds it under. Each agent publishes the root of its index (the
+// mirror-shaped MFS tree of what it seeds) under its node's own key, /ipns/<peer ID>, and each resolves
+// that name for every peer its node is connected to over a LAN address (the neighbours mDNS found).
+//
+// It owns only that exchange. What it finds is an untrusted claim: the endpoint still fetches a package
+// named by an index whole and checks it against the sync db before pacman sees a byte. It never
+// publishes anything but the index root, and resolves at most MaxPeers names per round, each within a
+// timeout.
+package lanindex
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/ipfs/go-cid"
+)
+
+// Node is what the exchange needs of the IPFS node (kubo's RPC API).
+type Node interface {
+	// LANPeerIDs lists the peers connected over LAN addresses.
+	LANPeerIDs(ctx context.Context) ([]string, error)
+	// PublishName points the IPNS name of key at root.
+	PublishName(ctx context.Context, key string, root cid.Cid) (string, error)
+	// Resolve resolves an IPFS path (here /ipns/<peer ID>) to the CID it names.
+	Resolve(ctx context.Context, path string) (cid.Cid, error)
+}
+
+// Limits of one round of lookups.
+const (
+	MaxPeers       = 32
+	ResolveTimeout = 10 * time.Second
+	PublishTimeout = 2 * time.Minute
+)
+
+// Exchange publishes this machine's index and keeps the indexes of its LAN neighbours.
+type Exchange struct {
+	node  func(context.Context) (Node, error)
+	log   *slog.Logger
+	every time.Duration
+
+	mu         sync.Mutex
+	roots      map[string]string // peer ID -> /ipfs/<root>
+	published  string            // the root last published
+	publishing bool
+}
+
+// New returns an Exchange that looks its neighbours up every interval (and at once when woken).
+func New(node func(context.Context) (Node, error), every time.Duration, log *slog.Logger) *Exchange {
+	return &Exchange{node: node, log: log, every: every, roots: map[string]string{}}
+}
+
+// Publish points this machine's name at root (an /ipfs/ path), in the background; the latest root wins.
+func (x *Exchange) Publish(root string) {
+	x.mu.Lock()
+	if root == "" || root == x.published || x.publishing {
+		x.mu.Unlock()
+		return
+	}
+	x.publishing = true
+	x.mu.Unlock()
+	go func() {
+		ok := x.publish(root)
+		x.mu.Lock()
+		x.publishing = false
+		if ok {
+			x.published = root
+		}
+		x.mu.Unlock()
+	}()
+}
+
+func (x *Exchange) publish(root string) bool {
+	c, err := cid.Decode(root[len("/ipfs/"):])
+	if err != nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), PublishTimeout)
+	defer cancel()
+	n, err := x.node(ctx)
+	if err != nil {
+		return false
+	}
+	name, err := n.PublishName(ctx, "self", c)
+	if err != nil {
+		x.log.Info("index not published for the LAN", "err", err)
+		return false
+	}
+	x.log.Info("index published for the LAN", "name", name, "root", root)
+	return true
+}
+
+// Roots returns the index roots found on the LAN, sorted.
+func (x *Exchange) Roots() []string {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	out := make([]string, 0, len(x.roots))
+	for _, r := range x.roots {
+		out = append(out, r)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// Run looks the neighbours' names up until ctx is done: soon after the start (mDNS finds the
+// neighbours within a second or so, and they publish after their first pass), then every interval.
+func (x *Exchange) Run(ctx context.Context) {
+	wait := min(time.Second, x.every)
+	for {
+		x.round(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, x.every)
+	}
+}
+
+func (x *Exchange) round(ctx context.Context) {
+	n, err := x.node(ctx)
+	if err != nil {
+		return
+	}
+	peers, err := n.LANPeerIDs(ctx)
+	if err != nil {
+		return
+	}
+	if len(peers) > MaxPeers {
+		peers = peers[:MaxPeers]
+	}
+	found := map[string]string{}
+	for _, p := range peers {
+		rctx, cancel := context.WithTimeout(ctx, ResolveTimeout)
+		c, err := n.Resolve(rctx, "/ipns/"+p)
+		cancel()
+		if err != nil {
+			continue // publishes nothing (yet), or not pacman-ipfs at all
+		}
+		found[p] = "/ipfs/" + c.String()
+	}
+	x.mu.Lock()
+	for p, r := range found {
+		if x.roots[p] != r {
+			x.log.Info("index found on the LAN", "peer", p, "root", r)
+		}
+	}
+	x.roots = found // neighbours gone are forgotten
+	x.mu.Unlock()
+}

@@ -1,0 +1,100 @@
+package lanindex
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	mh "github.com/multiformats/go-multihash"
+)
+
+// fakeNode is the pure logic's double; TestLANPackagedNodesMeetAndShare (cmd/pacman-ipfs) runs the
+// exchange between real kubo nodes on a namespace LAN.
+type fakeNode struct {
+	mu        sync.Mutex
+	peers     []string
+	names     map[string]cid.Cid // what /ipns/<peer> resolves to
+	resolved  []string
+	published []cid.Cid
+}
+
+func (f *fakeNode) LANPeerIDs(context.Context) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.peers), nil
+}
+
+func (f *fakeNode) PublishName(_ context.Context, key string, root cid.Cid) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.published = append(f.published, root)
+	return "/ipns/self", nil
+}
+
+func (f *fakeNode) Resolve(_ context.Context, p string) (cid.Cid, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.resolved = append(f.resolved, p)
+	if c, ok := f.names[p[len("/ipns/"):]]; ok {
+		return c, nil
+	}
+	return cid.Undef, errors.New("not found")
+}
+
+func testCID(i int) cid.Cid {
+	h, _ := mh.Sum([]byte{byte(i)}, mh.SHA2_256, -1)
+	return cid.NewCidV1(cid.DagProtobuf, h)
+}
+
+func TestRoundBoundsForgetsAndSkipsNonPublishers(t *testing.T) {
+	f := &fakeNode{names: map[string]cid.Cid{}}
+	for i := range MaxPeers + 10 {
+		p := fmt.Sprintf("peer%02d", i)
+		f.peers = append(f.peers, p)
+		if i%2 == 0 {
+			f.names[p] = testCID(i)
+		}
+	}
+	x := New(func(context.Context) (Node, error) { return f, nil }, time.Hour, slog.New(slog.DiscardHandler))
+	x.round(context.Background())
+	if len(f.resolved) != MaxPeers {
+		t.Errorf("resolved %d names in a round, want at most %d", len(f.resolved), MaxPeers)
+	}
+	if got := len(x.Roots()); got != MaxPeers/2 {
+		t.Errorf("%d roots, want %d (the peers that publish one)", got, MaxPeers/2)
+	}
+	f.peers = f.peers[:2] // the others left the LAN
+	x.round(context.Background())
+	if got := x.Roots(); !slices.Equal(got, []string{"/ipfs/" + testCID(0).String()}) {
+		t.Errorf("after the others left: %v", got)
+	}
+}
+
+func TestPublishOnlyChanges(t *testing.T) {
+	f := &fakeNode{}
+	x := New(func(context.Context) (Node, error) { return f, nil }, time.Hour, slog.New(slog.DiscardHandler))
+	root := "/ipfs/" + testCID(1).String()
+	for range 3 {
+		x.Publish(root)
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			x.mu.Lock()
+			done := x.published == root && !x.publishing
+			x.mu.Unlock()
+			if done || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	x.Publish("")
+	if len(f.published) != 1 {
+		t.Errorf("published %d times for one root", len(f.published))
+	}
+}
