@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -98,6 +100,15 @@ func (w *endpointWorld) log(t *testing.T) string {
 	return string(b)
 }
 
+func fileSize(t *testing.T, path string) int {
+	t.Helper()
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int(st.Size())
+}
+
 func (m *httpMirror) template() string { return m.url + "/$repo/os/$arch" }
 
 // mirrorlist writes a mirrorlist of Server lines (templates) and returns its path.
@@ -151,6 +162,23 @@ func TestEndpointReadmeRecipeServerMode(t *testing.T) {
 	}
 	if reqs := w.m.packageRequests(); !slices.Equal(reqs, []string{other.FileName()}) {
 		t.Errorf("the mirror served %v, want only %s (small comes from A)", reqs, other.FileName())
+	}
+	// /metrics: what came from the peer and what from the mirror, in Prometheus' text format.
+	resp, err := http.Get(w.endpoint() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`pacman_ipfs_endpoint_packages_total{source="peer"} 1`,
+		`pacman_ipfs_endpoint_packages_total{source="mirror"} 1`,
+		`pacman_ipfs_endpoint_bytes_total{source="peer"} ` + strconv.Itoa(fileSize(t, w.repo.Path(small))),
+		"pacman_ipfs_seeded_files ", "pacman_ipfs_passes_total ",
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %q:\n%s", want, body)
+		}
 	}
 	logs := w.log(t)
 	if !strings.Contains(logs, "own address is not one of its mirrors") {

@@ -116,6 +116,9 @@ func (s *Server) race(ctx context.Context, req Request, e alpmdb.Entry, peersOnl
 				go drain(results, running)
 				return nil, errNoSource
 			}
+			if cancels["mirror"] == nil {
+				s.metrics.hedges.Add(1)
+			}
 			startMirrors()
 		case <-progress:
 			ipfsProgress = true
@@ -126,6 +129,9 @@ func (s *Server) race(ctx context.Context, req Request, e alpmdb.Entry, peersOnl
 				errs = append(errs, fmt.Errorf("%s: %w", res.name, res.err))
 				if res.name == "ipfs" {
 					hedge = nil
+					if !peersOnly && cancels["mirror"] == nil {
+						s.metrics.fallbacks.Add(1)
+					}
 					startMirrors()
 				}
 				if res.name == "mirror" && !ipfsProgress {
@@ -210,6 +216,7 @@ func (s *Server) fromIPFS(ctx context.Context, e alpmdb.Entry, c cid.Cid, truste
 	case err != nil:
 		return nil, err
 	case int64(n)+got != e.Size || [sha256.Size]byte(h.Sum(nil)) != e.SHA256:
+		s.metrics.verifyFailed.Add(1)
 		s.log.Warn("an index maps the package to other content", "file", e.FileName, "cid", c.String())
 		return nil, fmt.Errorf("%w: the index's CID %s is not this package", ErrMismatch, c)
 	}
@@ -233,6 +240,9 @@ func (s *Server) fromMirrors(ctx context.Context, req Request, e alpmdb.Entry, d
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
+		}
+		if errors.Is(err, ErrMismatch) {
+			s.metrics.verifyFailed.Add(1)
 		}
 		s.log.Warn("mirror failed", "mirror", hostOf(u), "file", req.File, "err", err)
 		errs = append(errs, fmt.Errorf("%s: %w", hostOf(u), err))
@@ -296,6 +306,7 @@ func (s *Server) fromMirror(ctx context.Context, u string, e alpmdb.Entry, deadl
 		spool.Close()
 		return nil, err
 	}
+	s.metrics.unchecked.Add(1)
 	s.log.Info("mirror too slow to check first: streamed unchecked", "mirror", hostOf(u), "file", e.FileName, "checked", n, "of", e.Size)
 	return &body{source: hostOf(u), r: &joined{Reader: io.MultiReader(io.LimitReader(spool, n), resp.Body), closers: []io.Closer{spool, resp.Body}}}, nil
 }
