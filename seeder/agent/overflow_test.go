@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,12 +29,26 @@ func TestOverflowAndBurstOf3000(t *testing.T) {
 	if err != nil {
 		t.Skipf("cannot read %s: %v", knob, err)
 	}
+	// The knob is the whole machine's. It is restored as soon as our inotify instance exists (the limit
+	// is read when one is made), at cleanup whatever happens to the test, and by a watchdog process even
+	// if this test binary is killed (go test's -timeout does that without running any cleanup).
+	watchdog := exec.Command("sh", "-c", `sleep 60; printf '%s' "$1" > "$2"`, "sh", strings.TrimSpace(string(old)), knob)
+	if err := watchdog.Start(); err != nil {
+		t.Skipf("cannot start the watchdog that restores %s: %v", knob, err)
+	}
 	if err := os.WriteFile(knob, []byte("1"), 0o644); err != nil {
+		watchdog.Process.Kill()
 		t.Skipf("cannot lower %s: %v", knob, err)
 	}
-	// The limit is read when an inotify instance is made: restore it once ours exists.
-	restore := func() { os.WriteFile(knob, old, 0o644) }
-	defer restore()
+	var once sync.Once
+	restore := func() {
+		once.Do(func() {
+			os.WriteFile(knob, old, 0o644)
+			watchdog.Process.Kill()
+			watchdog.Wait()
+		})
+	}
+	t.Cleanup(restore)
 
 	node := kubotest.Start(t, kubotest.Options{})
 	client, err := kubo.Dial(context.Background(), node.APIAddr)
