@@ -132,8 +132,17 @@ func runAgent(ctx context.Context, args []string) error {
 		go lan.Run(ctx)
 		afterPass = func(r *seeder.Report) { lan.Publish(r.Index) }
 	}
+	// What the endpoint served, once it exists (it needs the agent): for the agent's status.
+	var endpoint *mirror.Server
+	served := func() (int64, int64) {
+		if endpoint == nil {
+			return 0, 0
+		}
+		return endpoint.Served()
+	}
 	a := agent.New(agent.Options{
 		AfterPass: afterPass,
+		Served:    served,
 		Config:    cfg,
 		Seeder:    c.seederOptions(cfg, nil, log),
 		StateDir:  c.stateDir,
@@ -147,7 +156,8 @@ func runAgent(ctx context.Context, args []string) error {
 		IdleExit: idleExit,
 	})
 	if httpLn != nil {
-		srv, err := endpointServer(httpLn, endpointConfig{
+		var srv *http.Server
+		srv, endpoint, err = endpointServer(httpLn, endpointConfig{
 			mirrorlist: mirrorlist, indexes: indexes, hedge: hedge, budget: budget,
 			spoolDir: filepath.Join(c.stateDir, "spool"), lan: lan,
 		}, a, api, cfg, log)
@@ -245,7 +255,7 @@ type endpointConfig struct {
 
 // endpointServer is the loopback mirror endpoint: the mirrors of the mirrorlist minus the endpoint's own
 // address, and an http.Server whose every wait is bounded.
-func endpointServer(ln net.Listener, ec endpointConfig, a *agent.Agent, api *lazyKubo, cfg *alpmdb.Config, log *slog.Logger) (*http.Server, error) {
+func endpointServer(ln net.Listener, ec endpointConfig, a *agent.Agent, api *lazyKubo, cfg *alpmdb.Config, log *slog.Logger) (*http.Server, *mirror.Server, error) {
 	mirrors, err := mirror.ReadMirrorlist(ec.mirrorlist)
 	if err != nil {
 		// A CacheServer needs no mirror; Server requests then fail with 502 and say why.
@@ -256,7 +266,7 @@ func endpointServer(ln net.Listener, ec endpointConfig, a *agent.Agent, api *laz
 		log.Info("the endpoint's own address is not one of its mirrors", "dropped", dropped)
 	}
 	if err := os.MkdirAll(ec.spoolDir, 0o700); err != nil {
-		return nil, fmt.Errorf("the endpoint's spool: %w", err)
+		return nil, nil, fmt.Errorf("the endpoint's spool: %w", err)
 	}
 	var discovered func() []string
 	if ec.lan != nil {
@@ -281,7 +291,7 @@ func endpointServer(ln net.Listener, ec endpointConfig, a *agent.Agent, api *laz
 		IdleTimeout:       30 * time.Second,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-	}, nil
+	}, endpoint, nil
 }
 
 // agentMetrics adds the agent's figures to the endpoint's /metrics: what it seeds and its passes, and

@@ -185,6 +185,14 @@ func TestEndpointReadmeRecipeServerMode(t *testing.T) {
 		t.Errorf("the agent did not drop its own address from the mirrors:\n%s", logs)
 	}
 	st := agentState(t, w.control)
+	if want := int64(fileSize(t, w.repo.Path(small))); st.FromPeers != want || st.FromMirrors != int64(fileSize(t, w.repo.Path(other))) {
+		t.Errorf("the agent's status: %d bytes from peers, %d from mirrors; want %d and %d",
+			st.FromPeers, st.FromMirrors, want, fileSize(t, w.repo.Path(other)))
+	}
+	r := cli(t, "status", "--socket", w.control, "--pacman-conf", w.b.Conf, "--api", w.nodeB.APIAddr, "--state-dir", t.TempDir())
+	if !strings.Contains(r.stdout, "% from peers") {
+		t.Errorf("status does not show the share of bytes from peers:\n%s", r.stdout)
+	}
 	fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", st.PID))
 	if len(fds) > 100 {
 		t.Errorf("the agent holds %d fds after the recipe's -Sy and -S", len(fds))

@@ -44,6 +44,9 @@ type agentStatus struct {
 	NextRetry *time.Time `json:"next_retry,omitempty"`
 	Watching  []string   `json:"watching"`
 	Missing   []string   `json:"missing,omitempty"`
+	// Package bytes the endpoint handed to pacman since the agent started, by source.
+	FromPeers   int64 `json:"from_peers_bytes"`
+	FromMirrors int64 `json:"from_mirrors_bytes"`
 }
 
 type nodeStatus struct {
@@ -150,7 +153,8 @@ func agentReport(ctx context.Context, socket string, st *status) (*seeder.Report
 		return nil, err.Error()
 	}
 	st.Agent = &agentStatus{Socket: socket, PID: as.PID, Started: as.Started, State: as.State, Passes: as.Passes,
-		Events: as.Events, LastError: as.LastError, NextRetry: as.NextRetry, Watching: as.Watching, Missing: as.Missing}
+		Events: as.Events, LastError: as.LastError, NextRetry: as.NextRetry, Watching: as.Watching, Missing: as.Missing,
+		FromPeers: as.FromPeers, FromMirrors: as.FromMirrors}
 	return as.Last, ""
 }
 
@@ -162,6 +166,10 @@ func printStatus(w io.Writer, st *status) {
 		}
 		for _, m := range a.Missing {
 			fmt.Fprintf(w, "           waiting for %s to exist\n", m)
+		}
+		if total := a.FromPeers + a.FromMirrors; total > 0 {
+			fmt.Fprintf(w, "endpoint:  %s to pacman, %.0f%% from peers (%s), the rest from mirrors\n",
+				seeder.HumanBytes(total), 100*float64(a.FromPeers)/float64(total), seeder.HumanBytes(a.FromPeers))
 		}
 	} else {
 		fmt.Fprintln(w, "agent:     not running (reading the state directory)")

@@ -59,6 +59,9 @@ type Options struct {
 	Rewatch time.Duration
 	// AfterPass, when set, is called with the report of every pass that finished.
 	AfterPass func(*seeder.Report)
+	// Served, when set, says how many package bytes the mirror endpoint handed to pacman from peers and
+	// from mirrors since the agent started, for Status.
+	Served func() (peers, mirrors int64)
 }
 
 // Agent is the long-running seeder.
@@ -136,6 +139,9 @@ type Status struct {
 	Missing    []string       `json:"missing,omitempty"` // watched paths that do not exist (yet)
 	API        string         `json:"api"`
 	Last       *seeder.Report `json:"last_pass,omitempty"`
+	// Package bytes the endpoint handed to pacman since the agent started, by source.
+	FromPeers   int64 `json:"from_peers_bytes"`
+	FromMirrors int64 `json:"from_mirrors_bytes"`
 }
 
 // New returns an agent. Run starts it.
@@ -407,6 +413,9 @@ func (a *Agent) Status() Status {
 	st.Goroutines = runtime.NumGoroutine()
 	st.Watching = append([]string(nil), a.st.Watching...)
 	st.Missing = append([]string(nil), a.st.Missing...)
+	if a.opts.Served != nil {
+		st.FromPeers, st.FromMirrors = a.opts.Served()
+	}
 	return st
 }
 
