@@ -482,8 +482,11 @@ type hashResult struct {
 	sum [sha256.Size]byte
 	err error
 	// For a signature the db does not carry: the repo of its package when it passed the keyring check,
-	// else why not.
+	// else why not, and whether that answer holds for as long as the signature file is unchanged (gpgv
+	// refused it over the right package) or depends on its package (not there yet, say) and must be
+	// asked again.
 	sigRepo, sigWhy string
+	sigRetry        bool
 }
 
 // hashAll hashes files in a goroutine of its own, one at a time and one ahead of its reader. The channel
@@ -500,7 +503,7 @@ func (ps *pass) hashAll(ctx context.Context, toHash []candidate) <-chan hashResu
 			st, sum, err := hashFile(ctx, c, s.buf, s.progressAdd)
 			res := hashResult{c: c, st: st, sum: sum, err: err}
 			if want, _ := expect(c.Name, ps.ix, ps.sigs != nil); err == nil && want.Unvouched {
-				res.sigRepo, res.sigWhy = ps.checkSignature(ctx, c, st, want)
+				res.sigRepo, res.sigWhy, res.sigRetry = ps.checkSignature(ctx, c, st, want)
 			}
 			out <- res
 		}
@@ -510,25 +513,27 @@ func (ps *pass) hashAll(ctx context.Context, toHash []candidate) <-chan hashResu
 
 // checkSignature checks a signature the db does not carry over its package, which lies beside it and
 // must itself match its db entry: the package's bytes go through sha256 and gpgv in one read. It returns
-// the package's repo when the signature is good, or the reason it is refused.
-func (ps *pass) checkSignature(ctx context.Context, c candidate, st fileStat, pkg verdict) (repo, why string) {
+// the package's repo when the signature is good, or the reason it is refused and whether to ask again
+// (retry): only gpgv's "bad signature" over a package that matches the db is final. pacman may put the
+// .sig into the cache before its package, so "no package" must not stick to the signature.
+func (ps *pass) checkSignature(ctx context.Context, c candidate, st fileStat, pkg verdict) (repo, why string, retry bool) {
 	sigFile, err := openSame(c.Path, st, true)
 	if err != nil {
-		return "", err.Error()
+		return "", err.Error(), true
 	}
 	sig, err := io.ReadAll(io.LimitReader(sigFile, sigcheck.MaxSize+1))
 	sigFile.Close()
 	if err != nil {
-		return "", fmt.Sprintf("read %s: %v", c.Path, err)
+		return "", fmt.Sprintf("read %s: %v", c.Path, err), true
 	}
 	pkgPath := strings.TrimSuffix(c.Path, ".sig")
 	pst, err := lstat(pkgPath)
 	if err != nil || !pst.Mode.IsRegular() || pst.Size != pkg.Size {
-		return "", reasonBadSig + ": its package is not in the cache as the sync db describes it"
+		return "", reasonBadSig + ": its package is not in the cache as the sync db describes it", true
 	}
 	f, err := openSame(pkgPath, pst, true)
 	if err != nil {
-		return "", err.Error()
+		return "", err.Error(), true
 	}
 	defer f.Close()
 	h := sha256.New()
@@ -537,11 +542,11 @@ func (ps *pass) checkSignature(ctx context.Context, c candidate, st fileStat, pk
 	_, _ = io.Copy(h, body) // gpgv may stop reading early on a bad signature
 	switch {
 	case [sha256.Size]byte(h.Sum(nil)) != pkg.SHA256:
-		return "", reasonBadSig + ": its package does not match the sync db"
+		return "", reasonBadSig + ": its package does not match the sync db", true
 	case verr != nil:
-		return "", verr.Error()
+		return "", verr.Error(), !errors.Is(verr, sigcheck.ErrBadSignature)
 	}
-	return pkg.Repo, ""
+	return pkg.Repo, "", false
 }
 
 // accept records a hash result and returns the seed when the file is verified.
@@ -561,6 +566,12 @@ func (ps *pass) accept(res hashResult) (seed, bool) {
 		return seed{}, false
 	}
 	rep.HashedBytes += res.st.Size
+	if res.sigRetry {
+		// No record: the next pass (its package landing is an event) checks the signature again.
+		s.progressFile()
+		rep.Refused = append(rep.Refused, FileNote{Path: c.Path, Reason: res.sigWhy})
+		return seed{}, false
+	}
 	rec := &record{Dev: res.st.Dev, Ino: res.st.Ino, Size: res.st.Size, Mtime: res.st.Mtime, Ctime: res.st.Ctime, Hashed: true, SHA256: res.sum,
 		Repo: res.sigRepo, Why: res.sigWhy}
 	c.Stat = res.st
