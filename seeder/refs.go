@@ -2,6 +2,7 @@ package seeder
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -142,7 +143,8 @@ func (ps *pass) readd(ctx context.Context, sd seed) error {
 	}
 	c, err := ps.s.add(ctx, sd, *rec)
 	if err != nil {
-		if _, ok := err.(*fileError); ok {
+		var fe *fileError
+		if errors.As(err, &fe) {
 			ps.rep.Failed = append(ps.rep.Failed, FileNote{Path: sd.Path, Reason: "added again to repair its references: " + err.Error()})
 			return nil
 		}
