@@ -254,7 +254,7 @@ func (s *Server) fromMirrors(ctx context.Context, req Request, e alpmdb.Entry, d
 }
 
 func (s *Server) fromMirror(ctx context.Context, u string, e alpmdb.Entry, deadline time.Time) (*body, error) {
-	resp, err := s.get(ctx, u, nil)
+	resp, err := s.upstream(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -311,14 +311,19 @@ func (s *Server) fromMirror(ctx context.Context, u string, e alpmdb.Entry, deadl
 	return &body{source: hostOf(u), r: &joined{Reader: io.MultiReader(io.LimitReader(spool, n), resp.Body), closers: []io.Closer{spool, resp.Body}}}, nil
 }
 
-// get sends a GET upstream, marked with the Via token.
-func (s *Server) get(ctx context.Context, u string, header http.Header) (*http.Response, error) {
-	hr, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+// upstream sends a request to a mirror, with the headers of r that a mirror needs (none when r is nil),
+// marked with the Via token.
+func (s *Server) upstream(ctx context.Context, method, u string, r *http.Request) (*http.Response, error) {
+	hr, err := http.NewRequestWithContext(ctx, method, u, nil)
 	if err != nil {
 		return nil, err
 	}
-	for k, v := range header {
-		hr.Header[k] = v
+	if r != nil {
+		for _, h := range []string{"If-Modified-Since", "If-None-Match", "Range", "User-Agent"} {
+			if v := r.Header.Get(h); v != "" {
+				hr.Header.Set(h, v)
+			}
+		}
 	}
 	hr.Header.Add("Via", "1.1 "+viaToken)
 	return s.opts.Client.Do(hr)

@@ -355,17 +355,7 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request, req Request) {
 	var last *http.Response
 	for _, m := range s.opts.Mirrors {
 		u := Expand(m, req.Repo, req.Arch) + "/" + req.File
-		hr, err := http.NewRequestWithContext(r.Context(), r.Method, u, nil)
-		if err != nil {
-			continue
-		}
-		for _, h := range []string{"If-Modified-Since", "If-None-Match", "Range", "User-Agent"} {
-			if v := r.Header.Get(h); v != "" {
-				hr.Header.Set(h, v)
-			}
-		}
-		hr.Header.Add("Via", "1.1 "+viaToken)
-		resp, err := s.opts.Client.Do(hr)
+		resp, err := s.upstream(r.Context(), r.Method, u, r)
 		if err != nil {
 			s.log.Warn("mirror failed", "mirror", hostOf(u), "file", req.File, "err", err)
 			continue
