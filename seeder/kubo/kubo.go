@@ -755,3 +755,102 @@ func (c *Client) CollectGarbage(ctx context.Context) error {
 	}
 	return resp.Close()
 }
+
+// P2P stream mounting (Experimental.Libp2pStreamMounting): how the agents of a LAN reach each other
+// without opening a port of their own. The node carries the streams over its existing, authenticated
+// connection to the peer.
+
+// P2PListen makes the node hand streams of protocol proto from its peers to target (a loopback
+// address), after closing any listener or forward a previous agent left for that protocol.
+func (c *Client) P2PListen(ctx context.Context, proto, target string) error {
+	c.P2PClose(ctx, proto)
+	if err := c.api.Request("p2p/listen", proto, target).Exec(ctx, nil); err != nil {
+		return fmt.Errorf("p2p listen %s: %w", proto, err)
+	}
+	return nil
+}
+
+// P2PClose closes every listener and forward of protocol proto.
+func (c *Client) P2PClose(ctx context.Context, proto string) error {
+	if err := c.api.Request("p2p/close").Option("protocol", proto).Exec(ctx, nil); err != nil {
+		return fmt.Errorf("p2p close %s: %w", proto, err)
+	}
+	return nil
+}
+
+// P2PForward opens a loopback port that carries connections to peer's listener for proto, and returns
+// its address (host:port). A forward to that peer made earlier is reused.
+func (c *Client) P2PForward(ctx context.Context, proto, peer string) (string, error) {
+	if a, ok, err := c.p2pForwardTo(ctx, proto, peer); err != nil || ok {
+		return a, err
+	}
+	if err := c.api.Request("p2p/forward", proto, "/ip4/127.0.0.1/tcp/0", "/p2p/"+peer).Exec(ctx, nil); err != nil {
+		return "", fmt.Errorf("p2p forward %s to %s: %w", proto, peer, err)
+	}
+	a, ok, err := c.p2pForwardTo(ctx, proto, peer)
+	if err == nil && !ok {
+		err = fmt.Errorf("p2p forward %s to %s: not listed after it was made", proto, peer)
+	}
+	return a, err
+}
+
+type p2pListener struct{ Protocol, ListenAddress, TargetAddress string }
+
+func (c *Client) p2pLs(ctx context.Context) ([]p2pListener, error) {
+	var out struct{ Listeners []p2pListener }
+	if err := c.api.Request("p2p/ls").Exec(ctx, &out); err != nil {
+		return nil, fmt.Errorf("p2p ls: %w", err)
+	}
+	return out.Listeners, nil
+}
+
+func (c *Client) p2pForwardTo(ctx context.Context, proto, peer string) (string, bool, error) {
+	ls, err := c.p2pLs(ctx)
+	if err != nil {
+		return "", false, err
+	}
+	for _, l := range ls {
+		if l.Protocol != proto || l.TargetAddress != "/p2p/"+peer {
+			continue
+		}
+		m, err := ma.NewMultiaddr(l.ListenAddress)
+		if err != nil {
+			continue
+		}
+		na, err := manet.ToNetAddr(m)
+		if err != nil {
+			continue
+		}
+		return na.String(), true, nil
+	}
+	return "", false, nil
+}
+
+// P2PListening says whether the node hands streams of proto to target.
+func (c *Client) P2PListening(ctx context.Context, proto, target string) (bool, error) {
+	ls, err := c.p2pLs(ctx)
+	if err != nil {
+		return false, err
+	}
+	for _, l := range ls {
+		if l.Protocol == proto && l.TargetAddress == target {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// PeerProtocols lists the protocols a connected peer said it speaks (libp2p identify).
+func (c *Client) PeerProtocols(ctx context.Context, peer string) ([]string, error) {
+	var out struct{ Protocols []string }
+	if err := c.api.Request("id", peer).Exec(ctx, &out); err != nil {
+		return nil, fmt.Errorf("id %s: %w", peer, err)
+	}
+	return out.Protocols, nil
+}
+
+// ID is the node's peer ID.
+func (c *Client) ID(ctx context.Context) (string, error) {
+	info, err := c.Info(ctx)
+	return info.ID, err
+}

@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -256,5 +260,66 @@ func TestSetIndexLarge(t *testing.T) {
 	}
 	if got := n.IPFS(t, "resolve", "/ipfs/"+root.String()+"/extra/os/x86_64/p14999-1-1-x86_64.pkg.tar.zst"); got != "/ipfs/"+k.String() {
 		t.Errorf("resolve in the sharded directory: %s", got)
+	}
+}
+
+// Two agents reach each other through their nodes' stream mounting: the other node sees that the node
+// mounts something (kubo tells only "/x/", one handler for every mounted protocol), forwards a loopback port to it and carries an
+// HTTP request over the nodes' connection.
+func TestP2PListenForwardAndProtocols(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts kubo")
+	}
+	on := map[string]string{"Experimental.Libp2pStreamMounting": "true"}
+	a := kubotest.Start(t, kubotest.Options{Config: on})
+	b := kubotest.Start(t, kubotest.Options{Config: on})
+	b.Connect(t, a)
+	ca, cb := dial(t, a), dial(t, b)
+	ctx := context.Background()
+	const proto = "/x/pacman-ipfs/test/1"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello "+r.URL.Path) }))
+	t.Cleanup(srv.Close)
+	target := "/ip4/127.0.0.1/tcp/" + srv.URL[strings.LastIndex(srv.URL, ":")+1:]
+	if err := ca.P2PListen(ctx, proto, target); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := ca.P2PListening(ctx, proto, target); !ok || err != nil {
+		t.Errorf("P2PListening after P2PListen: %v, %v", ok, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		protos, err := cb.PeerProtocols(ctx, a.PeerID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.Contains(protos, "/x/") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/x/ not among A's protocols as B sees them: %v", protos)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	addr, err := cb.P2PForward(ctx, proto, a.PeerID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err := cb.P2PForward(ctx, proto, a.PeerID); err != nil || again != addr {
+		t.Errorf("a second forward: %s, %v; want the first one, %s", again, err, addr)
+	}
+	resp, err := http.Get("http://" + addr + "/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "hello /x" {
+		t.Errorf("through the forward: %q", body)
+	}
+	if err := ca.P2PClose(ctx, proto); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := ca.P2PListening(ctx, proto, target); ok {
+		t.Error("still listening after P2PClose")
 	}
 }

@@ -28,7 +28,15 @@ type Node interface {
 	PublishName(ctx context.Context, key string, root cid.Cid) (string, error)
 	// Resolve resolves an IPFS path (here /ipns/<peer ID>) to the CID it names.
 	Resolve(ctx context.Context, path string) (cid.Cid, error)
+	// PeerProtocols lists the protocols a connected peer speaks.
+	PeerProtocols(ctx context.Context, peer string) ([]string, error)
+	// ID is the node's own peer ID.
+	ID(ctx context.Context) (string, error)
 }
+
+// Protocol is the libp2p protocol the agents serve each other packages over (see mirror.Server.ServeLAN),
+// through kubo's stream mounting. A LAN peer that speaks it runs an agent now.
+const Protocol = "/x/pacman-ipfs/lan/1"
 
 // Limits of one round of lookups.
 const (
@@ -45,7 +53,10 @@ type Exchange struct {
 
 	mu         sync.Mutex
 	roots      map[string]string // peer ID -> /ipfs/<root>
-	published  string            // the root last published
+	agents     []string          // LAN peers whose agent serves Protocol, sorted
+	probe      func(ctx context.Context, peer string) bool
+	self       string // this node's peer ID
+	published  string // the root last published
 	publishing bool
 }
 
@@ -106,6 +117,21 @@ func (x *Exchange) Roots() []string {
 	return slices.Compact(out)
 }
 
+// SetProbe sets what asks a LAN peer's agent whether it serves Protocol; until it is set, no peer is
+// taken for an agent.
+func (x *Exchange) SetProbe(probe func(ctx context.Context, peer string) bool) {
+	x.mu.Lock()
+	x.probe = probe
+	x.mu.Unlock()
+}
+
+// Agents returns this node's peer ID and the LAN peers whose agents serve Protocol, as last seen.
+func (x *Exchange) Agents() (self string, peers []string) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.self, slices.Clone(x.agents)
+}
+
 // Run looks the neighbours' names up until ctx is done: soon after the start (mDNS finds the
 // neighbours within a second or so, and they publish after their first pass), then every interval.
 func (x *Exchange) Run(ctx context.Context) {
@@ -133,8 +159,21 @@ func (x *Exchange) round(ctx context.Context) {
 	if len(peers) > MaxPeers {
 		peers = peers[:MaxPeers]
 	}
+	self, _ := n.ID(ctx)
+	x.mu.Lock()
+	probe := x.probe
+	x.mu.Unlock()
 	found := map[string]string{}
+	var agents []string
 	for _, p := range peers {
+		pctx, cancel := context.WithTimeout(ctx, ResolveTimeout)
+		protos, err := n.PeerProtocols(pctx, p)
+		cancel()
+		// kubo registers its stream mounting as one handler for every protocol under /x/, which is all
+		// a peer's node tells of it; whether its agent is there and answers is asked of the agent.
+		if err == nil && slices.Contains(protos, "/x/") && probe != nil && probe(ctx, p) {
+			agents = append(agents, p)
+		}
 		rctx, cancel := context.WithTimeout(ctx, ResolveTimeout)
 		c, err := n.Resolve(rctx, "/ipns/"+p)
 		cancel()
@@ -150,5 +189,10 @@ func (x *Exchange) round(ctx context.Context) {
 		}
 	}
 	x.roots = found // neighbours gone are forgotten
+	slices.Sort(agents)
+	if !slices.Equal(agents, x.agents) {
+		x.log.Info("agents on the LAN", "peers", agents)
+	}
+	x.agents, x.self = agents, self
 	x.mu.Unlock()
 }

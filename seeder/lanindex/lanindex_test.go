@@ -22,7 +22,16 @@ type fakeNode struct {
 	names     map[string]cid.Cid // what /ipns/<peer> resolves to
 	resolved  []string
 	published []cid.Cid
+	protos    map[string][]string
 }
+
+func (f *fakeNode) PeerProtocols(_ context.Context, p string) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.protos[p], nil
+}
+
+func (f *fakeNode) ID(context.Context) (string, error) { return "self", nil }
 
 func (f *fakeNode) LANPeerIDs(context.Context) ([]string, error) {
 	f.mu.Lock()
@@ -53,15 +62,20 @@ func testCID(i int) cid.Cid {
 }
 
 func TestRoundBoundsForgetsAndSkipsNonPublishers(t *testing.T) {
-	f := &fakeNode{names: map[string]cid.Cid{}}
+	f := &fakeNode{names: map[string]cid.Cid{}, protos: map[string][]string{}}
 	for i := range MaxPeers + 10 {
 		p := fmt.Sprintf("peer%02d", i)
 		f.peers = append(f.peers, p)
+		if i%3 == 0 {
+			f.protos[p] = []string{"/ipfs/bitswap/1.2.0", "/x/"}
+		}
 		if i%2 == 0 {
 			f.names[p] = testCID(i)
 		}
 	}
 	x := New(func(context.Context) (Node, error) { return f, nil }, time.Hour, slog.New(slog.DiscardHandler))
+	// Every sixth peer mounts something under /x/ that is not an agent.
+	x.SetProbe(func(_ context.Context, p string) bool { var i int; fmt.Sscanf(p, "peer%d", &i); return i%6 != 3 })
 	x.round(context.Background())
 	if len(f.resolved) != MaxPeers {
 		t.Errorf("resolved %d names in a round, want at most %d", len(f.resolved), MaxPeers)
@@ -69,10 +83,16 @@ func TestRoundBoundsForgetsAndSkipsNonPublishers(t *testing.T) {
 	if got := len(x.Roots()); got != MaxPeers/2 {
 		t.Errorf("%d roots, want %d (the peers that publish one)", got, MaxPeers/2)
 	}
+	if self, agents := x.Agents(); self != "self" || len(agents) != (MaxPeers+5)/6 {
+		t.Errorf("agents %s %v: want self and the %d peers of the round that answer the probe", self, agents, (MaxPeers+5)/6)
+	}
 	f.peers = f.peers[:2] // the others left the LAN
 	x.round(context.Background())
 	if got := x.Roots(); !slices.Equal(got, []string{"/ipfs/" + testCID(0).String()}) {
 		t.Errorf("after the others left: %v", got)
+	}
+	if _, agents := x.Agents(); !slices.Equal(agents, []string{"peer00"}) {
+		t.Errorf("agents after the others left: %v", agents)
 	}
 }
 
