@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -226,89 +225,6 @@ func (s *Server) fromIPFS(ctx context.Context, e alpmdb.Entry, c cid.Cid, truste
 		return nil, err
 	}
 	return &body{source: "ipfs", r: r, verified: true}, nil
-}
-
-// fromMirrors spools the package from the first mirror whose copy is right. A mirror still sending when
-// the deadline passes is streamed from then on, unchecked.
-func (s *Server) fromMirrors(ctx context.Context, req Request, e alpmdb.Entry, deadline time.Time) (*body, error) {
-	var errs []error
-	for _, m := range s.opts.Mirrors {
-		u := Expand(m, req.Repo, req.Arch) + "/" + req.File
-		b, err := s.fromMirror(ctx, u, e, deadline)
-		if err == nil {
-			return b, nil
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		if errors.Is(err, ErrMismatch) {
-			s.metrics.verifyFailed.Add(1)
-		}
-		s.log.Warn("mirror failed", "mirror", hostOf(u), "file", req.File, "err", err)
-		errs = append(errs, fmt.Errorf("%s: %w", hostOf(u), err))
-	}
-	if len(errs) == 0 {
-		return nil, errors.New("no mirror configured")
-	}
-	return nil, errors.Join(errs...)
-}
-
-func (s *Server) fromMirror(ctx context.Context, u string, e alpmdb.Entry, deadline time.Time) (*body, error) {
-	resp, err := s.upstream(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		resp.Body.Close()
-		return nil, fmt.Errorf("%s", resp.Status)
-	}
-	spool, err := os.CreateTemp(s.opts.SpoolDir, "spool-*")
-	if err != nil {
-		resp.Body.Close()
-		return nil, fmt.Errorf("spool: %w", err)
-	}
-	os.Remove(spool.Name()) // gone with the descriptor, whatever happens
-	h := sha256.New()
-	var n int64
-	buf := make([]byte, 64<<10)
-	for time.Now().Before(deadline) {
-		k, rerr := resp.Body.Read(buf)
-		if n+int64(k) > e.Size {
-			rerr = fmt.Errorf("%w: more than the %d bytes it lists", ErrMismatch, e.Size)
-		} else if k > 0 {
-			h.Write(buf[:k])
-			if _, err := spool.Write(buf[:k]); err != nil {
-				rerr = fmt.Errorf("spool: %w", err)
-			}
-			n += int64(k)
-		}
-		if rerr == io.EOF {
-			resp.Body.Close()
-			if n != e.Size || [sha256.Size]byte(h.Sum(nil)) != e.SHA256 {
-				spool.Close()
-				return nil, fmt.Errorf("%w: %d bytes, sha256 differs", ErrMismatch, n)
-			}
-			if _, err := spool.Seek(0, io.SeekStart); err != nil {
-				spool.Close()
-				return nil, err
-			}
-			return &body{source: hostOf(u), r: spool, verified: true}, nil
-		}
-		if rerr != nil {
-			resp.Body.Close()
-			spool.Close()
-			return nil, rerr
-		}
-	}
-	// Out of time: what is spooled, then the rest as it comes.
-	if _, err := spool.Seek(0, io.SeekStart); err != nil {
-		resp.Body.Close()
-		spool.Close()
-		return nil, err
-	}
-	s.metrics.unchecked.Add(1)
-	s.log.Info("mirror too slow to check first: streamed unchecked", "mirror", hostOf(u), "file", e.FileName, "checked", n, "of", e.Size)
-	return &body{source: hostOf(u), r: &joined{Reader: io.MultiReader(io.LimitReader(spool, n), resp.Body), closers: []io.Closer{spool, resp.Body}}}, nil
 }
 
 // upstream sends a request to a mirror, with the headers of r that a mirror needs (none when r is nil),

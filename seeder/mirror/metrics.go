@@ -26,6 +26,9 @@ type metrics struct {
 	unchecked     atomic.Int64 // mirror downloads streamed past the budget, unchecked
 	loopsRefused  atomic.Int64 // requests that already passed an endpoint and were not sent upstream
 	signaturesLAN atomic.Int64 // signatures taken from peers after a keyring check
+	relayed       atomic.Int64 // packages fetched through the neighbour elected for them (cut-through)
+	lanServed     atomic.Int64 // bytes passed to neighbours that asked for a package (ServeLAN)
+	lanRefused    atomic.Int64 // neighbours' requests refused: too many at once, or relaying already
 }
 
 func newMetrics() *metrics {
@@ -34,7 +37,7 @@ func newMetrics() *metrics {
 
 func (m *metrics) served(source string, n int64) {
 	kind := "mirror"
-	if source == "ipfs" {
+	if source == "ipfs" || strings.HasPrefix(source, "lan:") {
 		kind = "peer"
 	}
 	m.mu.Lock()
@@ -70,6 +73,9 @@ func (s *Server) writeMetrics(w http.ResponseWriter) {
 		{"pacman_ipfs_endpoint_unchecked_total", "Mirror downloads streamed unchecked past the budget.", &m.unchecked},
 		{"pacman_ipfs_endpoint_loops_refused_total", "Requests that had passed an endpoint already and were not sent upstream.", &m.loopsRefused},
 		{"pacman_ipfs_endpoint_peer_signatures_total", "Signatures taken from peers after the keyring check.", &m.signaturesLAN},
+		{"pacman_ipfs_endpoint_relayed_total", "Packages fetched through the LAN machine elected to download them from its mirrors.", &m.relayed},
+		{"pacman_ipfs_lan_served_bytes_total", "Package bytes passed to LAN neighbours that asked for them.", &m.lanServed},
+		{"pacman_ipfs_lan_refused_total", "Neighbours' requests refused: too many at once, or this machine relaying already.", &m.lanRefused},
 	} {
 		metric(&b, c.name, "counter", c.help, map[string]int64{"": c.v.Load()})
 	}

@@ -71,6 +71,10 @@ type Options struct {
 	// keyring (nil when there is none). With it, such a signature is taken from a peer that seeds it,
 	// found under the followed indexes, once it proved valid over the package; else from the mirrors.
 	Signatures func() seeder.SigVerifier
+	// Owner elects the LAN machine that fetches a package from the mirrors for the whole LAN when no
+	// peer has it yet: it returns the base URL of that neighbour's forwarded port and its peer ID, or ""
+	// when it is this machine (or there is no neighbour). nil: never ask a neighbour.
+	Owner func(ctx context.Context, sum [sha256.Size]byte) (base, peer string)
 }
 
 // Server is the mirror endpoint. It is an http.Handler.
@@ -79,6 +83,11 @@ type Server struct {
 	log     *slog.Logger
 	checked sync.Map // sha256 -> cid.Cid: index CIDs this endpoint fetched and found right
 	metrics *metrics
+
+	flightsMu  sync.Mutex
+	flights    map[[sha256.Size]byte]*flight // upstream downloads, running or kept a while
+	lanStreams chan struct{}                 // neighbours' downloads being served
+	lanClient  *http.Client
 }
 
 // New returns a Server.
@@ -98,7 +107,8 @@ func New(opts Options) *Server {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{opts: opts, log: opts.Log, metrics: newMetrics()}
+	return &Server{opts: opts, log: opts.Log, metrics: newMetrics(),
+		flights: map[[sha256.Size]byte]*flight{}, lanStreams: make(chan struct{}, maxLANStreams), lanClient: newLANClient()}
 }
 
 // CachePrefix starts the paths of CacheServer requests: CacheServer = http://127.0.0.1:7878/cache/$repo/os/$arch.
