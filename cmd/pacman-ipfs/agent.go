@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"flag"
 	"fmt"
@@ -85,6 +86,7 @@ func runAgent(ctx context.Context, args []string) error {
 		hedge      time.Duration
 		budget     time.Duration
 		lanIndex   bool
+		lanFetch   bool
 	)
 	if err := parse("agent", "Keep the node in step with pacman's caches: watch every CacheDir and the sync dbs, reconcile\nafter each burst of changes, answer the control socket. Started by systemd socket activation\n(pacman-ipfs.socket) or by hand with --listen.", args, func(fs *flag.FlagSet) {
 		c.register(fs)
@@ -97,6 +99,7 @@ func runAgent(ctx context.Context, args []string) error {
 		fs.Var(&indexes, "index", "an index `root` to find larger packages' CIDs in: /ipfs/..., /ipns/... or a DNSLink name (repeatable)")
 		fs.DurationVar(&hedge, "hedge", 300*time.Millisecond, "how long IPFS has to deliver first bytes before the mirrors start too")
 		fs.BoolVar(&lanIndex, "lan-index", true, "publish the index under the node's own key (/ipns/<peer ID>) and look up the LAN neighbours' (--lan-index=false: neither)")
+		fs.BoolVar(&lanFetch, "lan-fetch", true, "a package no peer has is fetched from the mirrors by one LAN machine, elected per package, and streamed to the others as it arrives; this machine serves its neighbours the same way (needs --lan-index and the node's Experimental.Libp2pStreamMounting)")
 		fs.DurationVar(&budget, "verify-budget", 6*time.Second, "how long a download may take to be checked before any of it goes to pacman (which gives up after 10 s without data)")
 	}); err != nil {
 		return err
@@ -157,12 +160,22 @@ func runAgent(ctx context.Context, args []string) error {
 	})
 	if httpLn != nil {
 		var srv *http.Server
-		srv, endpoint, err = endpointServer(httpLn, endpointConfig{
+		var link *lanLink
+		ec := endpointConfig{
 			mirrorlist: mirrorlist, indexes: indexes, hedge: hedge, budget: budget,
 			spoolDir: filepath.Join(c.stateDir, "spool"), lan: lan,
-		}, a, api, cfg, log)
+		}
+		if lan != nil && lanFetch {
+			ec.owner = func(ctx context.Context, sum [sha256.Size]byte) (string, string) { return link.owner(ctx, sum) }
+		}
+		srv, endpoint, err = endpointServer(httpLn, ec, a, api, cfg, log)
 		if err != nil {
 			return err
+		}
+		if ec.owner != nil {
+			if link, err = startLANLink(ctx, api, lan, endpoint, a, log); err != nil {
+				return err
+			}
 		}
 		go func() {
 			if err := srv.Serve(netutil.LimitListener(httpLn, maxEndpointConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -251,6 +264,8 @@ type endpointConfig struct {
 	hedge, budget time.Duration
 	spoolDir      string
 	lan           *lanindex.Exchange // nil: no LAN index exchange
+	// owner elects the LAN machine that fetches a package nobody has (nil: this one, always).
+	owner func(context.Context, [sha256.Size]byte) (string, string)
 }
 
 // endpointServer is the loopback mirror endpoint: the mirrors of the mirrorlist minus the endpoint's own
@@ -276,7 +291,7 @@ func endpointServer(ln net.Listener, ec endpointConfig, a *agent.Agent, api *laz
 		Index: a.Index, Node: api, Seeded: a.Seeded, Discovered: discovered,
 		Metrics: func(w io.Writer) { agentMetrics(w, a, ec.lan) },
 		Mirrors: mirrors, Indexes: ec.indexes, Hedge: ec.hedge, Budget: ec.budget, SpoolDir: ec.spoolDir, Log: log,
-		Signatures: pacmanKeyring(cfg, log),
+		Signatures: pacmanKeyring(cfg, log), Owner: ec.owner,
 	})
 	log.Info("mirror endpoint", "addr", ln.Addr().String(), "mirrors", len(mirrors), "indexes", len(ec.indexes))
 	return &http.Server{

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -31,15 +32,33 @@ type httpMirror struct {
 	mu       sync.Mutex
 	log      []string
 	tampered map[string]bool
+	sent     atomic.Int64 // package bytes sent
 }
 
 func startMirror(t *testing.T, repo *alpmtest.Repo) *httpMirror {
 	t.Helper()
-	m := &httpMirror{tampered: map[string]bool{}}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveMirror(t, repo, ln)
+}
+
+// countingWriter counts what is written through it.
+type countingWriter struct {
+	http.ResponseWriter
+	n *atomic.Int64
+}
+
+func (c countingWriter) Write(p []byte) (int, error) {
+	k, err := c.ResponseWriter.Write(p)
+	c.n.Add(int64(k))
+	return k, err
+}
+
+// serveMirror serves the repo on ln until the test ends.
+func serveMirror(t testing.TB, repo *alpmtest.Repo, ln net.Listener) *httpMirror {
+	m := &httpMirror{tampered: map[string]bool{}}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		file := filepath.Base(r.URL.Path)
 		m.mu.Lock()
@@ -53,6 +72,9 @@ func startMirror(t *testing.T, repo *alpmtest.Repo) *httpMirror {
 		}
 		if bad {
 			b[len(b)/3] ^= 0x55
+		}
+		if strings.Contains(file, ".pkg.tar") {
+			w = countingWriter{w, &m.sent}
 		}
 		http.ServeContent(w, r, file, time.Unix(1700000000, 0), bytes.NewReader(b))
 	})}

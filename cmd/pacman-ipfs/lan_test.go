@@ -4,13 +4,18 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb/alpmtest"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo/kubotest"
@@ -28,10 +33,17 @@ type lanHost struct {
 	logs    string
 }
 
+// testLAN is a bridge in a namespace of its own, with private addresses (a /24 of 10.77.0.0/16), and the
+// hosts on it.
+type testLAN struct {
+	br, subnet, tag string
+	hosts           []*lanHost
+}
+
 // newLAN makes n hosts on a bridge that lives in a namespace of its own, with private addresses (a /24
 // of 10.77.0.0/16), routes to nothing but the subnet and multicast (224.0.0.0/4, for mDNS), and no
 // default route. Everything is removed at cleanup.
-func newLAN(t *testing.T, repo *alpmtest.Repo, n int) []*lanHost {
+func newLAN(t *testing.T, repo *alpmtest.Repo, n int) *testLAN {
 	t.Helper()
 	alpmtest.Require(t, "ip", "systemd-socket-activate")
 	alpmtest.RequireRoot(t)
@@ -39,41 +51,93 @@ func newLAN(t *testing.T, repo *alpmtest.Repo, n int) []*lanHost {
 		t.Skipf("this machine already has addresses in 10.77.0.0/16:\n%s", out)
 	}
 	tag := fmt.Sprintf("%d", os.Getpid()%100000)
-	subnet := fmt.Sprintf("10.77.%d", os.Getpid()%250+1)
-	br := "pi-lan" + tag
-	ipc := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-	ipc("netns", "add", br)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", br).Run() })
-	ipc("-n", br, "link", "set", "lo", "up")
-	ipc("-n", br, "link", "add", "br0", "type", "bridge")
-	ipc("-n", br, "link", "set", "br0", "up")
-	var hosts []*lanHost
+	l := &testLAN{br: "pi-lan" + tag, subnet: fmt.Sprintf("10.77.%d", os.Getpid()%250+1), tag: tag}
+	ip(t, "netns", "add", l.br)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", l.br).Run() })
+	ip(t, "-n", l.br, "link", "set", "lo", "up")
+	ip(t, "-n", l.br, "link", "add", "br0", "type", "bridge")
+	ip(t, "-n", l.br, "link", "set", "br0", "up")
 	for i := range n {
-		h := &lanHost{name: string(rune('A' + i)), ns: fmt.Sprintf("pi-h%d-%s", i, tag), ip: fmt.Sprintf("%s.%d", subnet, i+1)}
-		ipc("netns", "add", h.ns)
-		t.Cleanup(func() { exec.Command("ip", "netns", "del", h.ns).Run() })
-		veth, port := fmt.Sprintf("pv%d-%s", i, tag), fmt.Sprintf("pb%d-%s", i, tag)
-		ipc("link", "add", veth, "type", "veth", "peer", "name", port)
-		ipc("link", "set", veth, "netns", h.ns)
-		ipc("link", "set", port, "netns", br)
-		ipc("-n", br, "link", "set", port, "master", "br0")
-		ipc("-n", br, "link", "set", port, "up")
-		ipc("-n", h.ns, "link", "set", "lo", "up")
-		ipc("-n", h.ns, "link", "set", veth, "name", "eth0")
-		ipc("-n", h.ns, "addr", "add", h.ip+"/24", "dev", "eth0")
-		ipc("-n", h.ns, "link", "set", "eth0", "up")
-		ipc("-n", h.ns, "route", "add", "224.0.0.0/4", "dev", "eth0")
+		h := &lanHost{name: string(rune('A' + i)), ns: fmt.Sprintf("pi-h%d-%s", i, tag), ip: fmt.Sprintf("%s.%d", l.subnet, i+1)}
+		l.attach(t, h.ns, h.ip, fmt.Sprint(i))
 		h.sb = alpmtest.NewSandbox(t, repo)
 		h.sb.Wrap = []string{"ip", "netns", "exec", h.ns}
 		h.repo = filepath.Join(h.sb.Root, "var", "cache", "pacman-ipfs")
-		hosts = append(hosts, h)
+		l.hosts = append(l.hosts, h)
 	}
-	return hosts
+	return l
+}
+
+func ip(t testing.TB, args ...string) {
+	t.Helper()
+	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+		t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// attach makes namespace ns with address addr on the bridge (interface eth0), routing the subnet and
+// multicast only.
+func (l *testLAN) attach(t testing.TB, ns, addr, id string) {
+	ip(t, "netns", "add", ns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	veth, port := fmt.Sprintf("pv%s-%s", id, l.tag), fmt.Sprintf("pb%s-%s", id, l.tag)
+	ip(t, "link", "add", veth, "type", "veth", "peer", "name", port)
+	ip(t, "link", "set", veth, "netns", ns)
+	ip(t, "link", "set", port, "netns", l.br)
+	ip(t, "-n", l.br, "link", "set", port, "master", "br0")
+	ip(t, "-n", l.br, "link", "set", port, "up")
+	ip(t, "-n", ns, "link", "set", "lo", "up")
+	ip(t, "-n", ns, "link", "set", veth, "name", "eth0")
+	ip(t, "-n", ns, "addr", "add", addr+"/24", "dev", "eth0")
+	ip(t, "-n", ns, "link", "set", "eth0", "up")
+	ip(t, "-n", ns, "route", "add", "224.0.0.0/4", "dev", "eth0")
+}
+
+// addMirror puts a mirror of repo on the LAN's uplink: a namespace of its own on the bridge (.254), whose
+// sending side is shaped to rate with tc (e.g. "20mbit"; "" for none), as every machine's downloads
+// from the internet share one uplink.
+func (l *testLAN) addMirror(t testing.TB, repo *alpmtest.Repo, rate string) *httpMirror {
+	t.Helper()
+	ns, addr := "pi-m-"+l.tag, l.subnet+".254"
+	l.attach(t, ns, addr, "m")
+	if rate != "" {
+		if out, err := exec.Command("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", "eth0", "root",
+			"tbf", "rate", rate, "burst", "32kbit", "latency", "400ms").CombinedOutput(); err != nil {
+			t.Fatalf("tc on the mirror's link: %v\n%s", err, out)
+		}
+	}
+	m := serveMirror(t, repo, listenIn(t, ns, addr+":80"))
+	m.url = "http://" + addr
+	return m
+}
+
+// listenIn opens a TCP listener inside network namespace ns: from a thread that enters the namespace
+// and is never given back to the runtime (it ends with its goroutine).
+func listenIn(t testing.TB, ns, addr string) net.Listener {
+	t.Helper()
+	var ln net.Listener
+	var err error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread()
+		f, oerr := os.Open("/run/netns/" + ns)
+		if oerr != nil {
+			err = oerr
+			return
+		}
+		defer f.Close()
+		if err = unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			return
+		}
+		ln, err = net.Listen("tcp", addr)
+	}()
+	<-done
+	if err != nil {
+		t.Fatalf("listen on %s in %s: %v", addr, ns, err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
 }
 
 func (h *lanHost) cmd(args ...string) *exec.Cmd {
@@ -163,7 +227,7 @@ func TestLANPackagedNodesMeetAndShare(t *testing.T) {
 	small := alpmtest.Pkg{Name: "small", Size: 400 << 10}
 	large := alpmtest.Pkg{Name: "large", Size: 3 << 20, Ext: ".pkg.tar"} // over 1 MiB: needs an index
 	repo := alpmtest.MakeRepo(t, "core", small, large)
-	hosts := newLAN(t, repo, 3)
+	hosts := newLAN(t, repo, 3).hosts
 	a, b, c := hosts[0], hosts[1], hosts[2]
 	for _, h := range hosts {
 		h.startKubo(t)
@@ -211,4 +275,121 @@ func TestLANPackagedNodesMeetAndShare(t *testing.T) {
 		}
 		t.Logf("%s installed small and large from the LAN, with no mirror and no --index, in %s", h.name, time.Since(start).Round(time.Millisecond))
 	}
+}
+
+// waitAgents waits until every host's agent has seen the agents of all the others on the LAN (the peers
+// whose agent serves the LAN protocol), and returns the hosts' peer IDs.
+func waitAgents(t *testing.T, hosts []*lanHost) map[*lanHost]string {
+	t.Helper()
+	ids := map[*lanHost]string{}
+	for _, h := range hosts {
+		ids[h] = h.status(t).Node.ID
+	}
+	for _, h := range hosts {
+		within(t, 90*time.Second, h.name+" sees the other agents", func() bool {
+			logs, _ := os.ReadFile(h.logs)
+			i := bytes.LastIndex(logs, []byte("agents on the LAN"))
+			if i < 0 {
+				return false
+			}
+			line, _, _ := bytes.Cut(logs[i:], []byte("\n"))
+			for _, o := range hosts {
+				if o != h && !bytes.Contains(line, []byte(ids[o])) {
+					return false
+				}
+			}
+			return true
+		})
+	}
+	return ids
+}
+
+// pacmanAll runs pacman with args on every host at the same moment and waits for all of them.
+func pacmanAll(t *testing.T, hosts []*lanHost, args ...string) map[*lanHost]time.Duration {
+	t.Helper()
+	var mu sync.Mutex
+	took := map[*lanHost]time.Duration{}
+	var wg sync.WaitGroup
+	for _, h := range hosts {
+		wg.Go(func() {
+			start := time.Now()
+			out, err := h.sb.PacmanErr(args...)
+			mu.Lock()
+			took[h] = time.Since(start)
+			mu.Unlock()
+			if err != nil {
+				t.Errorf("pacman %s on %s: %v\n%s", strings.Join(args, " "), h.name, err, out)
+			}
+		})
+	}
+	wg.Wait()
+	return took
+}
+
+// Three machines upgrade at the same moment and nobody on the LAN has the packages yet: each package
+// crosses the uplink once, fetched by the machine elected for it and streamed to the two others as it
+// arrives; every machine checks it against its own db, and all three install.
+func TestLANFetchesFromTheMirrorOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: network namespaces, three kubo nodes, real pacman")
+	}
+	alpmtest.Require(t, "pacman", "repo-add", "bsdtar", "tc")
+	pkgs := []alpmtest.Pkg{
+		{Name: "small", Size: 400 << 10},
+		{Name: "big1", Size: 3 << 20, Ext: ".pkg.tar"},
+		{Name: "big2", Size: 3 << 20, Ext: ".pkg.tar"},
+	}
+	repo := alpmtest.MakeRepo(t, "core", pkgs...)
+	lan := newLAN(t, repo, 3)
+	// Slow enough that the three downloads overlap, as behind a real uplink.
+	m := lan.addMirror(t, repo, "40mbit")
+	mirrors := mirrorlist(t, m.url+"/$repo/os/$arch")
+	for _, h := range lan.hosts {
+		h.startKubo(t)
+		alpmtest.CopyFile(t, repo.DB, h.sb.SyncDBPath("core"), 0o644)
+		h.sb.Servers = map[string][]string{"core": {"http://127.0.0.1:7878/$repo/os/$arch"}}
+		h.sb.WriteConf(t)
+		h.startAgent(t, "--mirrorlist", mirrors)
+	}
+	waitAgents(t, lan.hosts)
+	var names []string
+	var total int64
+	for _, p := range pkgs {
+		names = append(names, p.Name)
+		fi, err := os.Stat(repo.Files[p.FileName()])
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += fi.Size()
+	}
+	took := pacmanAll(t, lan.hosts, append([]string{"-S", "--noconfirm"}, names...)...)
+	for _, h := range lan.hosts {
+		for _, p := range pkgs {
+			if _, err := os.Stat(h.sb.Path(p.PayloadPath())); err != nil {
+				t.Errorf("%s not installed on %s: %v", p.Name, h.name, err)
+			}
+		}
+	}
+	asked := map[string]int{}
+	for _, f := range m.packageRequests() {
+		asked[f]++
+	}
+	for f, n := range asked {
+		if n != 1 {
+			t.Errorf("the mirror was asked for %s %d times, want once for the LAN", f, n)
+		}
+	}
+	if sent := m.sent.Load(); sent > total*12/10 {
+		t.Errorf("the mirror sent %d package bytes for %d bytes of packages, want at most 1.2x", sent, total)
+	}
+	relayed := 0
+	for _, h := range lan.hosts {
+		logs, _ := os.ReadFile(h.logs)
+		relayed += bytes.Count(logs, []byte("package passed to a neighbour"))
+	}
+	if relayed == 0 {
+		t.Error("no agent passed a package to a neighbour")
+	}
+	t.Logf("3 machines, %d bytes of packages: the mirror sent %d bytes (%v); %d packages passed between neighbours; took A %s, B %s, C %s",
+		total, m.sent.Load(), asked, relayed, took[lan.hosts[0]].Round(time.Millisecond), took[lan.hosts[1]].Round(time.Millisecond), took[lan.hosts[2]].Round(time.Millisecond))
 }

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"golang.org/x/net/netutil"
+
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/agent"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/lanindex"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/mirror"
+)
+
+// lanLink joins this agent to its LAN neighbours' agents through the node's stream mounting
+// (Experimental.Libp2pStreamMounting, which pacman-ipfs-kubo-init turns on): the node hands streams of
+// lanindex.Protocol to a loopback listener of the agent's, and carries the agent's requests to a
+// neighbour over its connection to that peer. The agent itself never listens on the network.
+type lanLink struct {
+	api      *lazyKubo
+	endpoint *mirror.Server
+	x        *lanindex.Exchange
+	ln       net.Listener
+	log      *slog.Logger
+	warned   bool
+}
+
+// maxLANConns bounds the neighbours' connections to the LAN listener.
+const maxLANConns = 64
+
+// startLANLink opens the LAN listener, serves endpoint.ServeLAN on it and keeps it registered with the
+// node until ctx ends.
+func startLANLink(ctx context.Context, api *lazyKubo, x *lanindex.Exchange, endpoint *mirror.Server, a *agent.Agent, log *slog.Logger) (*lanLink, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("LAN listener: %w", err)
+	}
+	l := &lanLink{api: api, endpoint: endpoint, x: x, ln: ln, log: log}
+	x.SetProbe(l.probe)
+	srv := &http.Server{
+		// A neighbour's download in flight is activity, as pacman's are.
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			a.Touch()
+			defer a.Touch()
+			endpoint.ServeLAN(w, r)
+		}),
+		ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout:       30 * time.Second,
+		MaxHeaderBytes:    8 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	go func() {
+		if err := srv.Serve(netutil.LimitListener(ln, maxLANConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("LAN listener stopped", "err", err)
+		}
+	}()
+	go func() {
+		l.keep(ctx)
+		srv.Close()
+		// The node must not hand neighbours' streams to a port nobody listens on.
+		cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if c, err := api.client(cctx); err == nil {
+			c.P2PClose(cctx, lanindex.Protocol)
+		}
+	}()
+	return l, nil
+}
+
+// keep registers the listener with the node, and again whenever the node lost it (a restarted node).
+func (l *lanLink) keep(ctx context.Context) {
+	target := fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", l.ln.Addr().(*net.TCPAddr).Port)
+	registered := false
+	for {
+		c, err := l.api.client(ctx)
+		if err == nil {
+			if ok, _ := c.P2PListening(ctx, lanindex.Protocol, target); !ok {
+				if err := c.P2PListen(ctx, lanindex.Protocol, target); err != nil {
+					if !l.warned {
+						l.log.Warn("neighbours cannot fetch through this machine, nor it through them: the node refused to mount the LAN protocol (is Experimental.Libp2pStreamMounting on?)", "err", err)
+						l.warned = true
+					}
+				} else {
+					l.log.Info("serving the LAN through the node", "protocol", lanindex.Protocol, "listener", target, "again", registered)
+					registered = true
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(10 * time.Second):
+		}
+	}
+}
+
+// owner elects the LAN machine that downloads the package with this sha256 from its mirrors for the
+// whole LAN: of this node and the neighbours whose agents serve the LAN protocol, the one whose peer ID
+// hashed with the package's sha256 is highest (rendezvous hashing). Every machine that sees the same
+// neighbours elects the same one, the packages of an upgrade spread over the machines, and a machine
+// leaving moves only its own share. It returns the base URL of the node's forward to the elected
+// neighbour, or "" when it is this machine, nobody else, or the forward fails.
+func (l *lanLink) owner(ctx context.Context, sum [sha256.Size]byte) (base, peer string) {
+	self, agents := l.x.Agents()
+	if self == "" || len(agents) == 0 {
+		return "", ""
+	}
+	best, bestScore := self, score(self, sum)
+	for _, p := range agents {
+		if s := score(p, sum); bytes.Compare(s[:], bestScore[:]) > 0 {
+			best, bestScore = p, s
+		}
+	}
+	if best == self {
+		return "", ""
+	}
+	base, err := l.forward(ctx, best)
+	if err != nil {
+		l.log.Info("no forward to the neighbour elected for a package: the mirrors it is", "peer", best, "err", err)
+		return "", ""
+	}
+	return base, best
+}
+
+// forward returns the base URL of the node's forward to peer's agent.
+func (l *lanLink) forward(ctx context.Context, peer string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	c, err := l.api.client(ctx)
+	if err != nil {
+		return "", err
+	}
+	addr, err := c.P2PForward(ctx, lanindex.Protocol, peer)
+	if err != nil {
+		return "", err
+	}
+	return "http://" + addr, nil
+}
+
+// probe says whether peer's agent answers the LAN protocol.
+func (l *lanLink) probe(ctx context.Context, peer string) bool {
+	base, err := l.forward(ctx, peer)
+	if err != nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	return l.endpoint.Hello(ctx, base)
+}
+
+func score(peer string, sum [sha256.Size]byte) [sha256.Size]byte {
+	h := sha256.New()
+	h.Write([]byte(peer))
+	h.Write(sum[:])
+	return [sha256.Size]byte(h.Sum(nil))
+}
