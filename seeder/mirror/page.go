@@ -125,7 +125,7 @@ code { font: 13px ui-monospace, monospace; word-break: break-all; }
 <h2>Node</h2>
 {{if not .Agent}}<p class="muted">No agent details.</p>
 {{else if .Node.Error}}<p><span class="bad">not reachable</span>: <code>{{.Node.Error}}</code></p>
-{{else}}<p><span class="good">reachable</span>, kubo {{.Node.Version}}, peer <code>{{.Node.ID}}</code></p>
+{{else}}<p><span class="good">reachable</span>, {{.Node.Version}}, peer <code>{{.Node.ID}}</code></p>
 {{end}}
 <h2>LAN peers ({{len .LANPeers}})</h2>
 {{if .LANPeers}}<table>
