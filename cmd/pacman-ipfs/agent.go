@@ -159,11 +159,12 @@ func runAgent(ctx context.Context, args []string) error {
 		var srv *http.Server
 		srv, endpoint, err = endpointServer(httpLn, endpointConfig{
 			mirrorlist: mirrorlist, indexes: indexes, hedge: hedge, budget: budget,
-			spoolDir: filepath.Join(c.stateDir, "spool"), lan: lan,
+			spoolDir: filepath.Join(c.stateDir, "spool"), tallyFile: filepath.Join(c.stateDir, tallyFile), lan: lan,
 		}, a, api, cfg, log)
 		if err != nil {
 			return err
 		}
+		defer endpoint.SaveTally()
 		go func() {
 			if err := srv.Serve(netutil.LimitListener(httpLn, maxEndpointConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("mirror endpoint stopped", "err", err)
@@ -245,11 +246,16 @@ func controlListener(path string) (net.Listener, error) {
 // few at a time (ParallelDownloads); an idle or slow one is cut off by the server's timeouts.
 const maxEndpointConns = 256
 
+// tallyFile, in the state directory, keeps the bytes the endpoint handed to pacman today for its status
+// page, across the agent's runs.
+const tallyFile = "endpoint-today.json"
+
 type endpointConfig struct {
 	mirrorlist    string
 	indexes       []string
 	hedge, budget time.Duration
 	spoolDir      string
+	tallyFile     string
 	lan           *lanindex.Exchange // nil: no LAN index exchange
 }
 
@@ -277,6 +283,8 @@ func endpointServer(ln net.Listener, ec endpointConfig, a *agent.Agent, api *laz
 		Metrics: func(w io.Writer) { agentMetrics(w, a, ec.lan) },
 		Mirrors: mirrors, Indexes: ec.indexes, Hedge: ec.hedge, Budget: ec.budget, SpoolDir: ec.spoolDir, Log: log,
 		Signatures: pacmanKeyring(cfg, log),
+		Page:       func(ctx context.Context) mirror.PageData { return pageData(ctx, a, api, ec.lan) },
+		TallyFile:  ec.tallyFile,
 	})
 	log.Info("mirror endpoint", "addr", ln.Addr().String(), "mirrors", len(mirrors), "indexes", len(ec.indexes))
 	return &http.Server{
