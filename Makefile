@@ -13,8 +13,8 @@ PACMAN_IPFS_REQUIRE_TOOLS ?= $(if $(CI),1,)
 export PACMAN_IPFS_REQUIRE_TOOLS
 export PACMAN_IPFS_KUBO := $(IPFS)
 
-DEB_DEPS  := gcc pkg-config libalpm-dev libarchive-dev pacman-package-manager makepkg libarchive-tools systemd zstd gpg gpgv gpg-agent
-ARCH_DEPS := gcc pkgconf pacman libarchive systemd zstd
+DEB_DEPS  := gcc pkg-config libalpm-dev libarchive-dev pacman-package-manager makepkg libarchive-tools systemd zstd gpg gpgv gpg-agent chromium
+ARCH_DEPS := gcc pkgconf pacman libarchive systemd zstd chromium
 
 VERSION   := $(shell sed -n 's/^pkgver=//p' PKGBUILD)
 # Where `make test-pacman7` keeps its Debian trixie root (pacman 7, libalpm 15).

@@ -96,7 +96,7 @@ func (st *state) save(dir string) error {
 	if err != nil {
 		return fmt.Errorf("encode state: %w", err)
 	}
-	return writeFileAtomic(filepath.Join(dir, StateFile), b)
+	return WriteFileAtomic(filepath.Join(dir, StateFile), b)
 }
 
 // ReadLastReport returns the report of the last pass recorded in stateDir, or nil if there is none.
@@ -108,7 +108,9 @@ func ReadLastReport(stateDir string) (*Report, error) {
 	return st.Last, nil
 }
 
-func writeFileAtomic(path string, data []byte) error {
+// WriteFileAtomic writes data to path through a temp file in the same directory, synced and renamed: a
+// crash leaves the old file or the new one, never half of one.
+func WriteFileAtomic(path string, data []byte) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("create %s: %w", dir, err)

@@ -163,7 +163,7 @@ func runAgent(ctx context.Context, args []string) error {
 		var link *lanLink
 		ec := endpointConfig{
 			mirrorlist: mirrorlist, indexes: indexes, hedge: hedge, budget: budget,
-			spoolDir: filepath.Join(c.stateDir, "spool"), lan: lan,
+			spoolDir: filepath.Join(c.stateDir, "spool"), tallyFile: filepath.Join(c.stateDir, tallyFile), lan: lan,
 		}
 		if lan != nil && lanFetch {
 			ec.owner = func(ctx context.Context, sum [sha256.Size]byte) (string, string) { return link.owner(ctx, sum) }
@@ -172,6 +172,7 @@ func runAgent(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
+		defer endpoint.SaveTally()
 		if ec.owner != nil {
 			if link, err = startLANLink(ctx, api, lan, endpoint, a, log); err != nil {
 				return err
@@ -258,11 +259,16 @@ func controlListener(path string) (net.Listener, error) {
 // few at a time (ParallelDownloads); an idle or slow one is cut off by the server's timeouts.
 const maxEndpointConns = 256
 
+// tallyFile, in the state directory, keeps the bytes the endpoint handed to pacman today for its status
+// page, across the agent's runs.
+const tallyFile = "endpoint-today.json"
+
 type endpointConfig struct {
 	mirrorlist    string
 	indexes       []string
 	hedge, budget time.Duration
 	spoolDir      string
+	tallyFile     string
 	lan           *lanindex.Exchange // nil: no LAN index exchange
 	// owner elects the LAN machine that fetches a package nobody has (nil: this one, always).
 	owner func(context.Context, [sha256.Size]byte) (string, string)
@@ -292,6 +298,8 @@ func endpointServer(ln net.Listener, ec endpointConfig, a *agent.Agent, api *laz
 		Metrics: func(w io.Writer) { agentMetrics(w, a, ec.lan) },
 		Mirrors: mirrors, Indexes: ec.indexes, Hedge: ec.hedge, Budget: ec.budget, SpoolDir: ec.spoolDir, Log: log,
 		Signatures: pacmanKeyring(cfg, log), Owner: ec.owner,
+		Page:      func(ctx context.Context) mirror.PageData { return pageData(ctx, a, api, ec.lan) },
+		TallyFile: ec.tallyFile,
 	})
 	log.Info("mirror endpoint", "addr", ln.Addr().String(), "mirrors", len(mirrors), "indexes", len(ec.indexes))
 	return &http.Server{

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb/alpmtest"
 )
@@ -86,6 +87,13 @@ func TestSecretsStaySecret(t *testing.T) {
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			clean("the endpoint's answer", string(b))
+			// The status page with the node down: says so, within its bound, and keeps the secret.
+			start := time.Now()
+			page := getStatusPage(t, "http://127.0.0.1:"+strconv.Itoa(port))
+			clean("the status page", page)
+			if took := time.Since(start); !strings.Contains(page, "not reachable") || took > 5*time.Second {
+				t.Errorf("the status page took %s and does not say the node is not reachable:\n%s", took, page)
+			}
 			raw, _ := json.Marshal(agentState(t, control))
 			clean("the agent's status", string(raw))
 			if !strings.Contains(string(raw), "xxxxx@127.0.0.1") {

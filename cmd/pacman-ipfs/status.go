@@ -100,11 +100,8 @@ func runStatus(ctx context.Context, args []string) error {
 		st.Node.Error = err.Error()
 	} else {
 		st.Node.Reachable = true
-		if info, err := node.Info(ctx); err == nil {
-			st.Node.ID, st.Node.Version, st.Node.RepoPath, st.Node.Filestore = info.ID, info.Version, info.RepoPath, info.Filestore
-		}
-		if peers, err := node.LANPeers(ctx); err == nil {
-			st.Node.LANPeers = peers
+		if err := st.Node.describe(ctx, node); err != nil {
+			st.Node.Error = err.Error()
 		}
 		if pins, err := node.Pins(ctx, seeder.PinPrefix); err == nil {
 			st.Node.Pins = len(pins)
@@ -138,6 +135,22 @@ func runStatus(ctx context.Context, args []string) error {
 		return enc.Encode(st)
 	}
 	printStatus(os.Stdout, &st)
+	return nil
+}
+
+// describe asks the node who it is and which LAN peers it has (the status page asks the same). The
+// error is the first call's that failed: a client that connected earlier may find its node gone.
+func (n *nodeStatus) describe(ctx context.Context, node *kubo.Client) error {
+	info, err := node.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("node identity: %w", err)
+	}
+	n.ID, n.Version, n.RepoPath, n.Filestore = info.ID, info.Version, info.RepoPath, info.Filestore
+	peers, err := node.LANPeers(ctx)
+	if err != nil {
+		return fmt.Errorf("LAN peers: %w", err)
+	}
+	n.LANPeers = peers
 	return nil
 }
 

@@ -35,11 +35,17 @@ func newMetrics() *metrics {
 	return &metrics{bytes: map[string]int64{}, packages: map[string]int64{}}
 }
 
-func (m *metrics) served(source string, n int64) {
-	kind := "mirror"
+// sourceKind names a source as the figures do: "peer" for IPFS and for a LAN neighbour that passed
+// on its download, else "mirror".
+func sourceKind(source string) string {
 	if source == "ipfs" || strings.HasPrefix(source, "lan:") {
-		kind = "peer"
+		return "peer"
 	}
+	return "mirror"
+}
+
+func (m *metrics) served(source string, n int64) {
+	kind := sourceKind(source)
 	m.mu.Lock()
 	m.bytes[kind] += n
 	m.packages[kind]++

@@ -104,7 +104,10 @@ type setup struct {
 	large  []byte
 }
 
-func newSetup(t *testing.T) *setup {
+func newSetup(t *testing.T) *setup { return newSetupWith(t, nil) }
+
+// newSetupWith is newSetup with options of the test's own (the status page's, the tally's).
+func newSetupWith(t *testing.T, more func(*Options)) *setup {
 	s := &setup{mirror: newMirror(t), ipfs: &fakeIPFS{files: map[cid.Cid][]byte{}}}
 	s.small = nodetest.Bytes(1, 300<<10)
 	s.large = nodetest.Bytes(2, 3<<20)
@@ -114,14 +117,18 @@ func newSetup(t *testing.T) *setup {
 		{Repo: "core", FileName: "large-1-1-x86_64.pkg.tar.zst", Size: int64(len(s.large)), SHA256: sha256.Sum256(s.large)},
 	})
 	largeCID := seeder.RawCID([32]byte{42}) // stands for the large file's DAG root
-	srv := New(Options{
+	opts := Options{
 		Index:   func() *alpmdb.Index { return ix },
 		Node:    s.ipfs,
 		Seeded:  func(sum [32]byte) (cid.Cid, bool) { return largeCID, sum == sha256.Sum256(s.large) },
 		Mirrors: []string{s.mirror.URL + "/$repo/os/$arch"},
 		Hedge:   100 * time.Millisecond,
 		Budget:  time.Second,
-	})
+	}
+	if more != nil {
+		more(&opts)
+	}
+	srv := New(opts)
 	s.ipfs.files[largeCID] = s.large
 	s.srv = httptest.NewServer(srv)
 	t.Cleanup(s.srv.Close)

@@ -75,6 +75,13 @@ type Options struct {
 	// peer has it yet: it returns the base URL of that neighbour's forwarded port and its peer ID, or ""
 	// when it is this machine (or there is no neighbour). nil: never ask a neighbour.
 	Owner func(ctx context.Context, sum [sha256.Size]byte) (base, peer string)
+	// Page returns what the agent adds to the status page at the endpoint's root (the node, its LAN
+	// peers, what it seeds); nil shows only the endpoint's own figures. It is called with a context
+	// that ends within a few seconds.
+	Page func(ctx context.Context) PageData
+	// TallyFile keeps the bytes handed to pacman today, for the page, across the agent's runs (it exits
+	// when idle); "" keeps them in memory only.
+	TallyFile string
 }
 
 // Server is the mirror endpoint. It is an http.Handler.
@@ -88,6 +95,7 @@ type Server struct {
 	flights    map[[sha256.Size]byte]*flight // upstream downloads, running or kept a while
 	lanStreams chan struct{}                 // neighbours' downloads being served
 	lanClient  *http.Client
+	today      *dayTally
 }
 
 // New returns a Server.
@@ -107,9 +115,13 @@ func New(opts Options) *Server {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{opts: opts, log: opts.Log, metrics: newMetrics(),
+	return &Server{opts: opts, log: opts.Log, metrics: newMetrics(), today: newDayTally(opts.TallyFile, opts.Log, time.Now),
 		flights: map[[sha256.Size]byte]*flight{}, lanStreams: make(chan struct{}, maxLANStreams), lanClient: newLANClient()}
 }
+
+// SaveTally writes the bytes handed to pacman today to Options.TallyFile now, if a write is due; the
+// agent calls it as it stops.
+func (s *Server) SaveTally() { s.today.flush() }
 
 // CachePrefix starts the paths of CacheServer requests: CacheServer = http://127.0.0.1:7878/cache/$repo/os/$arch.
 const CachePrefix = "/cache"
@@ -120,8 +132,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "only GET and HEAD", http.StatusMethodNotAllowed)
 		return
 	}
-	if r.URL.Path == MetricsPath {
+	switch r.URL.Path {
+	case MetricsPath:
 		s.writeMetrics(w)
+		return
+	case "/":
+		s.writePage(w, r)
 		return
 	}
 	p, cache := strings.CutPrefix(r.URL.Path, CachePrefix+"/")
@@ -302,6 +318,7 @@ func (s *Server) pkg(w http.ResponseWriter, r *http.Request, req Request, e alpm
 		panic(http.ErrAbortHandler)
 	}
 	s.metrics.served(src.source, to-from+1)
+	s.today.add(src.source, to-from+1)
 	s.log.Info("package served", "file", req.File, "source", src.source, "checked_first", src.verified,
 		"bytes", to-from+1, "took", time.Since(start))
 }
