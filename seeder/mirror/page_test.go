@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -201,5 +202,28 @@ func TestTallyRollsOverAtMidnight(t *testing.T) {
 	again := newDayTally(file, slog.New(slog.DiscardHandler), func() time.Time { return now })
 	if p, m := again.today(); p != 7 || m != 0 {
 		t.Errorf("the new day's file: %d from peers, %d from mirrors, want 7 and 0", p, m)
+	}
+}
+
+// The page and /metrics answer only requests that name this machine: a site that made its own name
+// resolve to 127.0.0.1 cannot read them through a visitor's browser.
+func TestPageAndMetricsOnlyForLoopbackHosts(t *testing.T) {
+	srv := New(Options{})
+	for _, tc := range []struct {
+		host string
+		want int
+	}{
+		{"127.0.0.1:7878", 200}, {"localhost:7878", 200}, {"LOCALHOST", 200}, {"[::1]:7878", 200}, {"127.1.2.3", 200},
+		{"evil.example:7878", 421}, {"10.0.0.1:7878", 421}, {"", 421}, {"localhost.evil.example", 421},
+	} {
+		for _, path := range []string{"/", MetricsPath} {
+			r := httptest.NewRequest("GET", path, nil)
+			r.Host = tc.host
+			w := httptest.NewRecorder()
+			srv.ServeHTTP(w, r)
+			if w.Code != tc.want {
+				t.Errorf("GET %s with Host %q: %d, want %d", path, tc.host, w.Code, tc.want)
+			}
+		}
 	}
 }

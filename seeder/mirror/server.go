@@ -18,7 +18,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"slices"
 	"strconv"
@@ -133,11 +135,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch r.URL.Path {
-	case MetricsPath:
-		s.writeMetrics(w)
-		return
-	case "/":
-		s.writePage(w, r)
+	case MetricsPath, "/":
+		// What this machine seeds and who its neighbours are is for this machine: a web page that got
+		// its name to resolve to 127.0.0.1 (DNS rebinding) must not read it through the visitor's browser.
+		if !loopbackHost(r.Host) {
+			http.Error(w, "only for Host: 127.0.0.1, [::1] or localhost", http.StatusMisdirectedRequest)
+			return
+		}
+		if r.URL.Path == MetricsPath {
+			s.writeMetrics(w)
+		} else {
+			s.writePage(w, r)
+		}
 		return
 	}
 	p, cache := strings.CutPrefix(r.URL.Path, CachePrefix+"/")
@@ -169,6 +178,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		s.pkg(w, r, req, entry, peersOnly)
 	}
+}
+
+// loopbackHost says whether a Host header names this machine: a loopback address or localhost.
+func loopbackHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.Unmap().IsLoopback()
 }
 
 func (s *Server) index() *alpmdb.Index {
