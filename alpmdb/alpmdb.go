@@ -336,3 +336,46 @@ func checkArchive(path string) (int64, error) {
 	}
 	return 0, errors.New("not an archive")
 }
+
+// Upgrades lists the file names of the packages of the sync dbs that `pacman -Su` would download: for
+// each installed package, the newer version the first sync db that has it offers (libalpm's own rule,
+// IgnorePkg aside). It reads the local db and the sync dbs and takes no lock, as Load.
+func Upgrades(ctx context.Context, cfg *Config) ([]string, error) {
+	alpmMu.Lock()
+	defer alpmMu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	h, err := alpm.Initialize(cfg.RootDir, cfg.DBPath)
+	if err != nil {
+		return nil, fmt.Errorf("libalpm init (root %s, dbpath %s): %w", cfg.RootDir, cfg.DBPath, err)
+	}
+	defer h.Release()
+	for _, r := range cfg.Repos {
+		if _, err := checkArchive(cfg.SyncDBPath(r.Name)); err != nil {
+			continue // unreadable: Load reports it
+		}
+		if _, err := h.RegisterSyncDB(r.Name, 0); err != nil {
+			return nil, fmt.Errorf("sync db %s: %w", r.Name, err)
+		}
+	}
+	syncs, err := h.SyncDBs()
+	if err != nil {
+		return nil, fmt.Errorf("sync dbs: %w", err)
+	}
+	local, err := h.LocalDB()
+	if err != nil {
+		return nil, fmt.Errorf("local db in %s: %w", cfg.DBPath, err)
+	}
+	var files []string
+	err = local.PkgCache().ForEach(func(p alpm.IPackage) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if n := p.SyncNewVersion(syncs); n != nil && n.FileName() != "" {
+			files = append(files, n.FileName())
+		}
+		return nil
+	})
+	return files, err
+}

@@ -312,7 +312,7 @@ func (ps *pass) publishIndex(ctx context.Context) error {
 	}
 	files := make(map[string]cid.Cid, len(ps.indexed))
 	for _, sd := range ps.indexed {
-		for _, arch := range archDirs(sd.Name, s.opts.Architectures) {
+		for _, arch := range ArchDirs(sd.Name, s.opts.Architectures) {
 			files[path.Join(sd.Repo, "os", arch, sd.Name)] = sd.CID
 		}
 	}
@@ -338,9 +338,9 @@ func (ps *pass) publishIndex(ctx context.Context) error {
 	return nil
 }
 
-// archDirs is where a package file goes in a mirror: its own architecture's directory, or every
+// ArchDirs is where a package file goes in a mirror: its own architecture's directory, or every
 // configured one for an "any" package, as on Arch's mirrors.
-func archDirs(file string, arches []string) []string {
+func ArchDirs(file string, arches []string) []string {
 	base, _, _ := strings.Cut(file, ".pkg.tar")
 	arch := base[strings.LastIndexByte(base, '-')+1:]
 	if arch != "any" {

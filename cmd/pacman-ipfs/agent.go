@@ -27,6 +27,7 @@ import (
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/lanindex"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/mirror"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/prefetch"
 )
 
 // multiFlag is a repeatable string flag.
@@ -87,6 +88,7 @@ func runAgent(ctx context.Context, args []string) error {
 		budget     time.Duration
 		lanIndex   bool
 		lanFetch   bool
+		prefetchOn bool
 	)
 	if err := parse("agent", "Keep the node in step with pacman's caches: watch every CacheDir and the sync dbs, reconcile\nafter each burst of changes, answer the control socket. Started by systemd socket activation\n(pacman-ipfs.socket) or by hand with --listen.", args, func(fs *flag.FlagSet) {
 		c.register(fs)
@@ -100,6 +102,7 @@ func runAgent(ctx context.Context, args []string) error {
 		fs.DurationVar(&hedge, "hedge", 300*time.Millisecond, "how long IPFS has to deliver first bytes before the mirrors start too")
 		fs.BoolVar(&lanIndex, "lan-index", true, "publish the index under the node's own key (/ipns/<peer ID>) and look up the LAN neighbours' (--lan-index=false: neither)")
 		fs.BoolVar(&lanFetch, "lan-fetch", true, "a package no peer has is fetched from the mirrors by one LAN machine, elected per package, and streamed to the others as it arrives; this machine serves its neighbours the same way (needs --lan-index and the node's Experimental.Libp2pStreamMounting)")
+		fs.BoolVar(&prefetchOn, "prefetch", false, "after new sync dbs, fetch into the node (not into pacman's cache) the upgrades of installed packages that LAN neighbours hold, so that -Su finds them here (needs --lan-index)")
 		fs.DurationVar(&budget, "verify-budget", 6*time.Second, "how long a download may take to be checked before any of it goes to pacman (which gives up after 10 s without data)")
 	}); err != nil {
 		return err
@@ -137,13 +140,35 @@ func runAgent(ctx context.Context, args []string) error {
 	}
 	// What the endpoint served, once it exists (it needs the agent): for the agent's status.
 	var endpoint *mirror.Server
+	var a *agent.Agent
+	var pf *prefetch.Prefetcher
+	if prefetchOn && lan != nil {
+		pf = prefetch.New(prefetch.Options{
+			Node:     func(ctx context.Context) (prefetch.Node, error) { return api.client(ctx) },
+			Index:    func() *alpmdb.Index { return a.Index() },
+			Upgrades: func(ctx context.Context) ([]string, error) { return alpmdb.Upgrades(ctx, cfg) },
+			Roots:    lan.Roots,
+			Seeded:   func(sum [sha256.Size]byte) (cid.Cid, bool) { return a.Seeded(sum) },
+			Trust: func(sum [sha256.Size]byte, c cid.Cid) {
+				if endpoint != nil {
+					endpoint.Trust(sum, c)
+				}
+			},
+			Architectures: cfg.Architectures,
+			Log:           log,
+		})
+		publish := afterPass
+		afterPass = func(r *seeder.Report) { publish(r); pf.Kick() }
+	} else if prefetchOn {
+		log.Warn("--prefetch needs --lan-index: nothing is prefetched")
+	}
 	served := func() (int64, int64) {
 		if endpoint == nil {
 			return 0, 0
 		}
 		return endpoint.Served()
 	}
-	a := agent.New(agent.Options{
+	a = agent.New(agent.Options{
 		AfterPass: afterPass,
 		Served:    served,
 		Config:    cfg,
@@ -164,6 +189,7 @@ func runAgent(ctx context.Context, args []string) error {
 		ec := endpointConfig{
 			mirrorlist: mirrorlist, indexes: indexes, hedge: hedge, budget: budget,
 			spoolDir: filepath.Join(c.stateDir, "spool"), tallyFile: filepath.Join(c.stateDir, tallyFile), lan: lan,
+			prefetch: pf,
 		}
 		if lan != nil && lanFetch {
 			ec.owner = func(ctx context.Context, sum [sha256.Size]byte) (string, string) { return link.owner(ctx, sum) }
@@ -184,6 +210,9 @@ func runAgent(ctx context.Context, args []string) error {
 			}
 		}()
 		defer srv.Close()
+	}
+	if pf != nil {
+		go pf.Run(ctx, time.Minute)
 	}
 	err = a.Run(ctx, ln)
 	if errors.Is(ctx.Err(), context.Canceled) {
@@ -269,7 +298,8 @@ type endpointConfig struct {
 	hedge, budget time.Duration
 	spoolDir      string
 	tallyFile     string
-	lan           *lanindex.Exchange // nil: no LAN index exchange
+	lan           *lanindex.Exchange   // nil: no LAN index exchange
+	prefetch      *prefetch.Prefetcher // nil: --prefetch is off
 	// owner elects the LAN machine that fetches a package nobody has (nil: this one, always).
 	owner func(context.Context, [sha256.Size]byte) (string, string)
 }
@@ -295,7 +325,7 @@ func endpointServer(ln net.Listener, ec endpointConfig, a *agent.Agent, api *laz
 	}
 	endpoint := mirror.New(mirror.Options{
 		Index: a.Index, Node: api, Seeded: a.Seeded, Discovered: discovered,
-		Metrics: func(w io.Writer) { agentMetrics(w, a, ec.lan) },
+		Metrics: func(w io.Writer) { agentMetrics(w, a, ec.lan, ec.prefetch) },
 		Mirrors: mirrors, Indexes: ec.indexes, Hedge: ec.hedge, Budget: ec.budget, SpoolDir: ec.spoolDir, Log: log,
 		Signatures: pacmanKeyring(cfg, log), Owner: ec.owner,
 		Page:      func(ctx context.Context) mirror.PageData { return pageData(ctx, a, api, ec.lan) },
@@ -319,7 +349,7 @@ func endpointServer(ln net.Listener, ec endpointConfig, a *agent.Agent, api *laz
 
 // agentMetrics adds the agent's figures to the endpoint's /metrics: what it seeds and its passes, and
 // what the LAN index exchange found.
-func agentMetrics(w io.Writer, a *agent.Agent, lan *lanindex.Exchange) {
+func agentMetrics(w io.Writer, a *agent.Agent, lan *lanindex.Exchange, pf *prefetch.Prefetcher) {
 	st := a.Status()
 	var files, bytes int64
 	var took time.Duration
@@ -336,5 +366,12 @@ func agentMetrics(w io.Writer, a *agent.Agent, lan *lanindex.Exchange) {
 	mirror.Metric(w, "pacman_ipfs_last_pass_seconds", "gauge", "How long the last pass took.", took.Seconds())
 	if lan != nil {
 		mirror.Metric(w, "pacman_ipfs_lan_indexes", "gauge", "Index roots found on the LAN neighbours.", float64(len(lan.Roots())))
+		_, agents := lan.Agents()
+		mirror.Metric(w, "pacman_ipfs_lan_agents", "gauge", "LAN neighbours whose agent answers the LAN protocol.", float64(len(agents)))
+	}
+	if pf != nil {
+		r := pf.Last()
+		mirror.Metric(w, "pacman_ipfs_prefetch_held_files", "gauge", "Upgrades held in the node after the last prefetch round.", float64(r.Held+r.Fetched))
+		mirror.Metric(w, "pacman_ipfs_prefetch_last_round_bytes", "gauge", "Bytes the last prefetch round fetched from the LAN.", float64(r.Bytes))
 	}
 }

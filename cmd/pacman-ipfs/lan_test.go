@@ -18,7 +18,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb/alpmtest"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo/kubotest"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/prefetch"
 )
 
 // lanHost is one machine of a test LAN: a network namespace with one address on the LAN's bridge, a
@@ -392,4 +394,67 @@ func TestLANFetchesFromTheMirrorOnce(t *testing.T) {
 	}
 	t.Logf("3 machines, %d bytes of packages: the mirror sent %d bytes (%v); %d packages passed between neighbours; took A %s, B %s, C %s",
 		total, m.sent.Load(), asked, relayed, took[lan.hosts[0]].Round(time.Millisecond), took[lan.hosts[1]].Round(time.Millisecond), took[lan.hosts[2]].Round(time.Millisecond))
+}
+
+// With --prefetch, new sync dbs make the agent fetch the upgrades a LAN neighbour holds into its node
+// (not into pacman's cache); `pacman -Su` then installs them with the neighbour gone and no mirror, and
+// once installed their prefetch pins go.
+func TestLANPrefetchUpgrades(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: network namespaces, two kubo nodes, real pacman")
+	}
+	alpmtest.Require(t, "pacman", "repo-add", "bsdtar")
+	v1 := []alpmtest.Pkg{{Name: "small", Size: 400 << 10}, {Name: "big", Size: 3 << 20, Ext: ".pkg.tar"}}
+	v2 := []alpmtest.Pkg{{Name: "small", Version: "2.0-1", Size: 420 << 10}, {Name: "big", Version: "2.0-1", Size: 3<<20 + 5, Ext: ".pkg.tar"}}
+	repo := alpmtest.MakeRepo(t, "core", v1...)
+	hosts := newLAN(t, repo, 2).hosts
+	a, b := hosts[0], hosts[1]
+	// B has version 1 installed (from its file:// mirror, before the uplink went down).
+	b.sb.Wrap = nil
+	b.sb.Pacman(t, "-Sy", "--noconfirm", "small", "big")
+	b.sb.Wrap = []string{"ip", "netns", "exec", b.ns}
+	// Version 2 is out; A has downloaded it.
+	repo.Add(t, v2...)
+	a.sb.Wrap = nil
+	a.sb.Pacman(t, "-Syw", "--noconfirm", "small", "big")
+	for _, h := range hosts {
+		h.startKubo(t)
+	}
+	a.startAgent(t)
+	b.sb.Servers = map[string][]string{"core": {"http://127.0.0.1:7878/$repo/os/$arch"}}
+	b.sb.WriteConf(t)
+	b.startAgent(t, "--mirrorlist", mirrorlist(t), "--prefetch")
+	b.status(t) // the first connection starts it, as pacman's hook would
+	aID := a.status(t).Node.ID
+	within(t, 60*time.Second, "B finds A's index", func() bool {
+		logs, _ := os.ReadFile(b.logs)
+		return bytes.Contains(logs, []byte("index found on the LAN")) && bytes.Contains(logs, []byte(aID))
+	})
+	// pacman -Sy on B: its sync db is now version 2's.
+	alpmtest.CopyFile(t, repo.DB, b.sb.SyncDBPath("core"), 0o644)
+	within(t, 120*time.Second, "B prefetches both upgrades", func() bool {
+		logs, _ := os.ReadFile(b.logs)
+		return bytes.Count(logs, []byte("prefetched from the LAN")) >= 2
+	})
+	for _, f := range b.sb.CachedPackages(t) {
+		if strings.Contains(f, "2.0-1") {
+			t.Errorf("prefetching put %s in pacman's cache", f)
+		}
+	}
+	// A leaves the LAN; B upgrades from what it holds.
+	ip(t, "-n", a.ns, "link", "set", "eth0", "down")
+	start := time.Now()
+	b.sb.Pacman(t, "-Su", "--noconfirm")
+	took := time.Since(start)
+	out := b.sb.Pacman(t, "-Q", "small", "big")
+	if strings.Count(out, "2.0-1") != 2 {
+		t.Errorf("after -Su on B: %s", out)
+	}
+	// Installed, the packages are seeded from pacman's cache; kubo keeps one pin per CID, so their pins
+	// are the seeder's now and no prefetch pin is left.
+	within(t, 60*time.Second, "no prefetch pin left on B", func() bool {
+		out, err := b.ipfs("pin", "ls", "--type", "recursive", "--names")
+		return err == nil && !strings.Contains(out, prefetch.PinPrefix) && strings.Count(out, seeder.PinPrefix) == 4
+	})
+	t.Logf("B upgraded 2 packages from its prefetched blocks, with its neighbour gone and no mirror, in %s", took.Round(time.Millisecond))
 }

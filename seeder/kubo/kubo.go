@@ -854,3 +854,11 @@ func (c *Client) ID(ctx context.Context) (string, error) {
 	info, err := c.Info(ctx)
 	return info.ID, err
 }
+
+// PinAdd fetches every block of c (from the node's peers as needed) and pins it recursively under name.
+func (c *Client) PinAdd(ctx context.Context, k cid.Cid, name string) error {
+	if err := c.api.Request("pin/add", k.String()).Option("recursive", true).Option("name", name).Exec(ctx, nil); err != nil {
+		return fmt.Errorf("pin add %s: %w", k, err)
+	}
+	return nil
+}
