@@ -112,7 +112,7 @@ func fileSize(t *testing.T, path string) int {
 func (m *httpMirror) template() string { return m.url + "/$repo/os/$arch" }
 
 // mirrorlist writes a mirrorlist of Server lines (templates) and returns its path.
-func mirrorlist(t *testing.T, servers ...string) string {
+func mirrorlist(t testing.TB, servers ...string) string {
 	t.Helper()
 	var b strings.Builder
 	for _, s := range servers {

@@ -45,7 +45,7 @@ type testLAN struct {
 // newLAN makes n hosts on a bridge that lives in a namespace of its own, with private addresses (a /24
 // of 10.77.0.0/16), routes to nothing but the subnet and multicast (224.0.0.0/4, for mDNS), and no
 // default route. Everything is removed at cleanup.
-func newLAN(t *testing.T, repo *alpmtest.Repo, n int) *testLAN {
+func newLAN(t testing.TB, repo *alpmtest.Repo, n int) *testLAN {
 	t.Helper()
 	alpmtest.Require(t, "ip", "systemd-socket-activate")
 	alpmtest.RequireRoot(t)
@@ -149,7 +149,7 @@ func (h *lanHost) cmd(args ...string) *exec.Cmd {
 // startKubo initialises the node with packaging/pacman-ipfs-kubo-init and the environment of
 // pacman-ipfs-kubo.service, then makes it a test node (no bootstrap peers, no AutoConf fetched from the
 // internet) and starts `ipfs daemon --migrate` in the host's namespace, as the unit does.
-func (h *lanHost) startKubo(t *testing.T) {
+func (h *lanHost) startKubo(t testing.TB) {
 	t.Helper()
 	bin := kubotest.Binary(t)
 	init := exec.Command("sh", "../../packaging/pacman-ipfs-kubo-init")
@@ -188,7 +188,7 @@ func (h *lanHost) ipfs(args ...string) (string, error) {
 // startAgent runs the agent in the host's namespace as the packaged units do: behind
 // systemd-socket-activate holding the endpoint's port and the control socket, with the unit's ExecStart
 // flags; no --api (the packaged node is at the default address) and no --index.
-func (h *lanHost) startAgent(t *testing.T, extra ...string) {
+func (h *lanHost) startAgent(t testing.TB, extra ...string) {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
@@ -197,13 +197,12 @@ func (h *lanHost) startAgent(t *testing.T, extra ...string) {
 	h.control = filepath.Join(t.TempDir(), "control.sock")
 	h.logs = runLogged(t, h.cmd(append([]string{"systemd-socket-activate", "-l", "127.0.0.1:7878", "-l", h.control,
 		"-E", "PACMAN_IPFS_BE_CLI=1", "-E", "IPFS_PATH=" + filepath.Join(t.TempDir(), "none"),
-		exe, "agent", "--idle-exit", "15m", "--pacman-conf", h.sb.Conf, "--state-dir", t.TempDir(), "-v",
-		"--quiet", "200ms"}, extra...)...), syscall.SIGTERM, "agent on "+h.name)
+		exe, "agent", "--idle-exit", "15m", "--pacman-conf", h.sb.Conf, "--state-dir", t.TempDir(), "-v"}, extra...)...), syscall.SIGTERM, "agent on "+h.name)
 	within(t, 10*time.Second, "the control socket on "+h.name, func() bool { _, err := os.Stat(h.control); return err == nil })
 }
 
 // status runs `pacman-ipfs status --json` in the host's namespace.
-func (h *lanHost) status(t *testing.T) status {
+func (h *lanHost) status(t testing.TB) status {
 	t.Helper()
 	exe, _ := os.Executable()
 	c := h.cmd(exe, "status", "--json", "--socket", h.control, "--pacman-conf", h.sb.Conf, "--state-dir", t.TempDir())
@@ -281,7 +280,7 @@ func TestLANPackagedNodesMeetAndShare(t *testing.T) {
 
 // waitAgents waits until every host's agent has seen the agents of all the others on the LAN (the peers
 // whose agent serves the LAN protocol), and returns the hosts' peer IDs.
-func waitAgents(t *testing.T, hosts []*lanHost) map[*lanHost]string {
+func waitAgents(t testing.TB, hosts []*lanHost) map[*lanHost]string {
 	t.Helper()
 	ids := map[*lanHost]string{}
 	for _, h := range hosts {
@@ -307,7 +306,7 @@ func waitAgents(t *testing.T, hosts []*lanHost) map[*lanHost]string {
 }
 
 // pacmanAll runs pacman with args on every host at the same moment and waits for all of them.
-func pacmanAll(t *testing.T, hosts []*lanHost, args ...string) map[*lanHost]time.Duration {
+func pacmanAll(t testing.TB, hosts []*lanHost, args ...string) map[*lanHost]time.Duration {
 	t.Helper()
 	var mu sync.Mutex
 	took := map[*lanHost]time.Duration{}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -38,6 +39,9 @@ type body struct {
 	source   string // "ipfs", or the mirror's host
 	r        io.ReadCloser
 	verified bool // known right before the first byte is sent; false only for a mirror streamed past the budget
+	// spooled: r reads a spool file this endpoint wrote and hashed whole: hashing it again on the way
+	// to pacman would check nothing new.
+	spooled bool
 }
 
 // lookup finds the package's CID and says whether it can be trusted before its bytes are hashed.
@@ -194,37 +198,49 @@ func (s *Server) fromIPFS(ctx context.Context, e alpmdb.Entry, c cid.Cid, truste
 	if err != nil {
 		return nil, err
 	}
+	// kubo answers a cat once it holds the file's root block: a peer has the file and its blocks are
+	// coming. That is progress enough to hold the mirrors back (a failure, or the budget for a CID only
+	// an index gave, still brings them in); waiting for the first bytes of a large file behind the
+	// other downloads of the same upgrade would start mirror downloads that are thrown away.
+	progress <- struct{}{}
 	first := make([]byte, 32<<10)
 	n, err := io.ReadAtLeast(r, first, 1)
 	if err != nil {
 		r.Close()
 		return nil, err
 	}
-	progress <- struct{}{}
 	if trusted {
 		return &body{source: "ipfs", r: prefixed(first[:n], r), verified: true}, nil
 	}
-	// Only an index says this CID is the package: fetch it whole into the node and hash it first.
+	// Only an index says this CID is the package: fetch it whole, spooled and hashed, and serve the spool
+	// once it matched (one read from the node, not a second one for pacman).
+	spool, err := os.CreateTemp(s.opts.SpoolDir, "spool-*")
+	if err != nil {
+		r.Close()
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	os.Remove(spool.Name()) // gone with the descriptor, whatever happens
 	h := sha256.New()
-	h.Write(first[:n])
-	got, err := io.Copy(h, io.LimitReader(r, e.Size+1))
+	w := io.MultiWriter(h, spool)
+	w.Write(first[:n])
+	got, err := io.Copy(w, io.LimitReader(r, e.Size+1))
 	r.Close()
+	fail := func(err error) (*body, error) { spool.Close(); return nil, err }
 	switch {
 	case err != nil && catCtx.Err() != nil && ctx.Err() == nil:
-		return nil, fmt.Errorf("%s not fetched and checked within %s: %w", c, s.opts.Budget, err)
+		return fail(fmt.Errorf("%s not fetched and checked within %s: %w", c, s.opts.Budget, err))
 	case err != nil:
-		return nil, err
+		return fail(err)
 	case int64(n)+got != e.Size || [sha256.Size]byte(h.Sum(nil)) != e.SHA256:
 		s.metrics.verifyFailed.Add(1)
 		s.log.Warn("an index maps the package to other content", "file", e.FileName, "cid", c.String())
-		return nil, fmt.Errorf("%w: the index's CID %s is not this package", ErrMismatch, c)
+		return fail(fmt.Errorf("%w: the index's CID %s is not this package", ErrMismatch, c))
 	}
 	s.checked.Store(e.SHA256, c)
-	r, err = s.opts.Node.Cat(ctx, c)
-	if err != nil {
-		return nil, err
+	if _, err := spool.Seek(0, io.SeekStart); err != nil {
+		return fail(err)
 	}
-	return &body{source: "ipfs", r: r, verified: true}, nil
+	return &body{source: "ipfs", r: spool, verified: true, spooled: true}, nil
 }
 
 // upstream sends a request to a mirror, with the headers of r that a mirror needs (none when r is nil),

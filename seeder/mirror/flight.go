@@ -370,7 +370,7 @@ func (s *Server) fromMirrors(ctx context.Context, req Request, e alpmdb.Entry, d
 			f.leave()
 			return nil, err
 		}
-		return &body{source: source, r: f.reader(ctx), verified: true}, nil
+		return &body{source: source, r: f.reader(ctx), verified: true, spooled: true}, nil
 	}
 	if ctx.Err() != nil {
 		f.leave()

@@ -328,7 +328,15 @@ func (s *Server) pkg(w http.ResponseWriter, r *http.Request, req Request, e alpm
 	}
 	defer src.r.Close()
 	w.WriteHeader(status)
-	v := newVerifier(&window{w: w, from: from, to: to}, e.Size, e.SHA256)
+	var v interface {
+		io.Writer
+		Finish() error
+	}
+	if src.spooled {
+		v = &sizeCheck{w: &window{w: w, from: from, to: to}, size: e.Size}
+	} else {
+		v = newVerifier(&window{w: w, from: from, to: to}, e.Size, e.SHA256)
+	}
 	_, err = io.Copy(v, src.r)
 	if err == nil {
 		err = v.Finish()

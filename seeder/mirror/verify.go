@@ -81,3 +81,26 @@ func (wi *window) Write(p []byte) (int, error) {
 	}
 	return n, nil
 }
+
+// sizeCheck passes on bytes already hashed whole (a checked spool) and only checks that exactly size
+// of them came: a spool is read while it is the package, never past it.
+type sizeCheck struct {
+	w    io.Writer
+	size int64
+	n    int64
+}
+
+func (c *sizeCheck) Write(p []byte) (int, error) {
+	if c.n+int64(len(p)) > c.size {
+		return 0, fmt.Errorf("%w: more than the %d bytes it lists", ErrMismatch, c.size)
+	}
+	c.n += int64(len(p))
+	return c.w.Write(p)
+}
+
+func (c *sizeCheck) Finish() error {
+	if c.n != c.size {
+		return fmt.Errorf("%w: %d of %d bytes", ErrMismatch, c.n, c.size)
+	}
+	return nil
+}
