@@ -89,6 +89,9 @@ func (l *lanLink) keep(ctx context.Context) {
 				} else {
 					l.log.Info("serving the LAN through the node", "protocol", lanindex.Protocol, "listener", target, "again", registered)
 					registered = true
+					if why, _ := c.BitswapStartRace(ctx); why != "" {
+						l.log.Warn(why)
+					}
 				}
 			}
 		}

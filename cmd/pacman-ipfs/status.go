@@ -60,6 +60,9 @@ type nodeStatus struct {
 	Pins      int    `json:"pins"` // pins named pacman-ipfs:* in the node now
 	// LANPeers are the peers connected over a LAN address (mDNS neighbours), which bitswap asks first.
 	LANPeers []kubo.LANPeer `json:"lan_peers"`
+	// BitswapRace says why the node may never fetch from a neighbour met while it started (an old
+	// boxo); empty when its bitswap has the fix.
+	BitswapRace string `json:"bitswap_race,omitempty"`
 }
 
 type syncStatus struct {
@@ -151,6 +154,8 @@ func (n *nodeStatus) describe(ctx context.Context, node *kubo.Client) error {
 		return fmt.Errorf("LAN peers: %w", err)
 	}
 	n.LANPeers = peers
+	// Not every node answers version/deps (an older kubo, another implementation): no verdict then.
+	n.BitswapRace, _ = node.BitswapStartRace(ctx)
 	return nil
 }
 
@@ -195,6 +200,9 @@ func printStatus(w io.Writer, st *status) {
 			fmt.Fprintf(w, " %s", p.Addr)
 		}
 		fmt.Fprintln(w)
+		if n.BitswapRace != "" {
+			fmt.Fprintf(w, "warning:   %s\n", n.BitswapRace)
+		}
 	} else {
 		fmt.Fprintf(w, "node:      not reachable at %s\n", n.API)
 	}

@@ -34,6 +34,7 @@ import (
 	"github.com/ipfs/kubo/client/rpc"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
+	"golang.org/x/mod/semver"
 
 	"github.com/pacman-ipfs/pacman-ipfs/seeder"
 )
@@ -861,4 +862,47 @@ func (c *Client) PinAdd(ctx context.Context, k cid.Cid, name string) error {
 		return fmt.Errorf("pin add %s: %w", k, err)
 	}
 	return nil
+}
+
+// bitswapFixed is the boxo release whose bitswap sees the peers connected before it started (kubo
+// 0.43.1's changelog): with an older one, a LAN neighbour that mDNS connects while the node starts is
+// never asked for blocks for as long as that connection lives.
+const bitswapFixed = "v0.42.2"
+
+// BitswapStartRace says why the node's bitswap may ignore peers connected while it started (its boxo is
+// older than bitswapFixed), or "" when it does not. The node is asked for its dependencies' versions.
+func (c *Client) BitswapStartRace(ctx context.Context) (string, error) {
+	resp, err := c.api.Request("version/deps").Send(ctx)
+	if err != nil {
+		return "", fmt.Errorf("version deps: %w", err)
+	}
+	if resp.Error != nil {
+		return "", fmt.Errorf("version deps: %w", resp.Error)
+	}
+	defer resp.Close()
+	dec := json.NewDecoder(resp.Output)
+	for {
+		var d struct{ Path, Version, ReplacedBy string }
+		if err := dec.Decode(&d); err == io.EOF {
+			return "", nil
+		} else if err != nil {
+			return "", fmt.Errorf("version deps: %w", err)
+		}
+		if d.Path != "github.com/ipfs/boxo" {
+			continue
+		}
+		v := d.Version
+		if _, rv, ok := strings.Cut(d.ReplacedBy, "@"); ok {
+			v = rv
+		}
+		return bitswapRace(v), nil
+	}
+}
+
+// bitswapRace is BitswapStartRace's verdict on one boxo version.
+func bitswapRace(boxo string) string {
+	if !semver.IsValid(boxo) || semver.Compare(boxo, bitswapFixed) >= 0 {
+		return ""
+	}
+	return fmt.Sprintf("the node's bitswap (boxo %s) ignores peers connected while it started: a LAN neighbour met by mDNS then is never asked for blocks until it reconnects; kubo 0.43.1 (boxo %s) fixes it, and restarting the neighbour's node works around it", boxo, bitswapFixed)
 }

@@ -276,6 +276,10 @@ func TestP2PListenForwardAndProtocols(t *testing.T) {
 	b.Connect(t, a)
 	ca, cb := dial(t, a), dial(t, b)
 	ctx := context.Background()
+	// The kubo the tests build (go.mod's tool line) has boxo's bitswap fix.
+	if why, err := ca.BitswapStartRace(ctx); err != nil || why != "" {
+		t.Errorf("BitswapStartRace on the tests' kubo: %q, %v", why, err)
+	}
 	const proto = "/x/pacman-ipfs/test/1"
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello "+r.URL.Path) }))
 	t.Cleanup(srv.Close)
