@@ -328,6 +328,7 @@ func endpointServer(ln net.Listener, ec endpointConfig, a *agent.Agent, api *laz
 		Metrics: func(w io.Writer) { agentMetrics(w, a, ec.lan, ec.prefetch) },
 		Mirrors: mirrors, Indexes: ec.indexes, Hedge: ec.hedge, Budget: ec.budget, SpoolDir: ec.spoolDir, Log: log,
 		Signatures: pacmanKeyring(cfg, log), Owner: ec.owner,
+		Served:    func(e alpmdb.Entry, c cid.Cid) { go dropCopies(api, ec.prefetch, e, c, log) },
 		Page:      func(ctx context.Context) mirror.PageData { return pageData(ctx, a, api, ec.lan) },
 		TallyFile: ec.tallyFile,
 	})
@@ -345,6 +346,32 @@ func endpointServer(ln net.Listener, ec endpointConfig, a *agent.Agent, api *laz
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}, endpoint, nil
+}
+
+// dropCopies lets go of the blocks kubo keeps of a package pacman was just handed from IPFS: its file
+// lands in pacman's cache, and the seeder adds it from there without a copy (kubo's filestore) only if
+// the node does not hold its blocks already; left in place, they would be a second copy of the file,
+// pinned by the seeder's pin for as long as the file stays cached. Blocks a pin holds stay (kubo
+// refuses them): what this machine seeds, what a neighbour relies on.
+func dropCopies(api *lazyKubo, pf *prefetch.Prefetcher, e alpmdb.Entry, c cid.Cid, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if pf != nil {
+		if err := pf.Release(ctx, c); err != nil {
+			log.Debug("prefetch pin not released", "file", e.FileName, "err", err)
+		}
+	}
+	k, err := api.client(ctx)
+	if err != nil {
+		return
+	}
+	bs, err := k.Blocks(ctx, c)
+	if err == nil {
+		err = k.DropBlocks(ctx, bs)
+	}
+	if err != nil {
+		log.Debug("blocks of a served package kept", "file", e.FileName, "cid", c.String(), "err", err)
+	}
 }
 
 // agentMetrics adds the agent's figures to the endpoint's /metrics: what it seeds and its passes, and

@@ -42,6 +42,7 @@ type body struct {
 	// spooled: r reads a spool file this endpoint wrote and hashed whole: hashing it again on the way
 	// to pacman would check nothing new.
 	spooled bool
+	cid     cid.Cid // the IPFS file it came from; undefined for a mirror
 }
 
 // lookup finds the package's CID and says whether it can be trusted before its bytes are hashed.
@@ -210,7 +211,7 @@ func (s *Server) fromIPFS(ctx context.Context, e alpmdb.Entry, c cid.Cid, truste
 		return nil, err
 	}
 	if trusted {
-		return &body{source: "ipfs", r: prefixed(first[:n], r), verified: true}, nil
+		return &body{source: "ipfs", r: prefixed(first[:n], r), verified: true, cid: c}, nil
 	}
 	// Only an index says this CID is the package: fetch it whole, spooled and hashed, and serve the spool
 	// once it matched (one read from the node, not a second one for pacman).
@@ -240,7 +241,7 @@ func (s *Server) fromIPFS(ctx context.Context, e alpmdb.Entry, c cid.Cid, truste
 	if _, err := spool.Seek(0, io.SeekStart); err != nil {
 		return fail(err)
 	}
-	return &body{source: "ipfs", r: spool, verified: true, spooled: true}, nil
+	return &body{source: "ipfs", r: spool, verified: true, spooled: true, cid: c}, nil
 }
 
 // upstream sends a request to a mirror, with the headers of r that a mirror needs (none when r is nil),

@@ -73,6 +73,9 @@ type Options struct {
 	// keyring (nil when there is none). With it, such a signature is taken from a peer that seeds it,
 	// found under the followed indexes, once it proved valid over the package; else from the mirrors.
 	Signatures func() seeder.SigVerifier
+	// Served, when set, is told of every package handed to pacman whole from IPFS, with its CID: the
+	// blocks kubo keeps of it are a second copy once pacman's cache has the file (see the agent).
+	Served func(e alpmdb.Entry, c cid.Cid)
 	// Owner elects the LAN machine that fetches a package from the mirrors for the whole LAN when no
 	// peer has it yet: it returns the base URL of that neighbour's forwarded port and its peer ID, or ""
 	// when it is this machine (or there is no neighbour). nil: never ask a neighbour.
@@ -348,6 +351,9 @@ func (s *Server) pkg(w http.ResponseWriter, r *http.Request, req Request, e alpm
 		panic(http.ErrAbortHandler)
 	}
 	s.metrics.served(src.source, to-from+1)
+	if s.opts.Served != nil && src.cid.Defined() && !partial {
+		s.opts.Served(e, src.cid)
+	}
 	s.today.add(src.source, to-from+1)
 	s.log.Info("package served", "file", req.File, "source", src.source, "checked_first", src.verified,
 		"bytes", to-from+1, "took", time.Since(start))

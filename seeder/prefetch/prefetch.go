@@ -68,6 +68,7 @@ type Prefetcher struct {
 	mu      sync.Mutex
 	trusted map[cid.Cid]bool // prefetched pins checked and trusted in this run
 	bad     map[cid.Cid]bool // CIDs an index gave that turned out not to be the package: not asked again
+	gone    map[cid.Cid]bool // released: handed to pacman, which installs it; not fetched again
 	last    Report
 }
 
@@ -86,7 +87,7 @@ func New(opts Options) *Prefetcher {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Prefetcher{opts: opts, kick: make(chan struct{}, 1), trusted: map[cid.Cid]bool{}, bad: map[cid.Cid]bool{}}
+	return &Prefetcher{opts: opts, kick: make(chan struct{}, 1), trusted: map[cid.Cid]bool{}, bad: map[cid.Cid]bool{}, gone: map[cid.Cid]bool{}}
 }
 
 // Kick asks for a round (after a pass: new sync dbs, or packages installed).
@@ -225,9 +226,9 @@ func (p *Prefetcher) find(ctx context.Context, n Node, roots []string, e alpmdb.
 			continue
 		}
 		p.mu.Lock()
-		bad := p.bad[c]
+		skip := p.bad[c] || p.gone[c]
 		p.mu.Unlock()
-		if bad {
+		if skip {
 			continue
 		}
 		if e.Size <= int64(seeder.Import.ChunkSize) && !c.Equals(seeder.RawCID(e.SHA256)) {
@@ -237,6 +238,33 @@ func (p *Prefetcher) find(ctx context.Context, n Node, roots []string, e alpmdb.
 		return c
 	}
 	return cid.Undef
+}
+
+// Release lets go of a prefetched package pacman has just been handed: its file lands in pacman's cache,
+// where the seeder takes it (without a second copy once these blocks are gone), so its prefetch pin goes
+// and it is not fetched again in this run. A c that is not prefetched is left alone.
+func (p *Prefetcher) Release(ctx context.Context, c cid.Cid) error {
+	n, err := p.opts.Node(ctx)
+	if err != nil {
+		return err
+	}
+	held, err := n.Pins(ctx, PinPrefix)
+	if err != nil {
+		return err
+	}
+	name, ok := held[c]
+	if !ok {
+		return nil
+	}
+	p.mu.Lock()
+	p.gone[c] = true
+	delete(p.trusted, c)
+	p.mu.Unlock()
+	if err := n.Unpin(ctx, c); err != nil {
+		return err
+	}
+	p.opts.Log.Info("prefetched package handed to pacman: unpinned", "pin", name)
+	return nil
 }
 
 var errNotThePackage = errors.New("not the package")
