@@ -100,13 +100,6 @@ func BenchmarkLAN(b *testing.B) {
 		oneSeeder.Round(time.Millisecond), mb(size1)/oneSeeder.Seconds(), baseline.Seconds()/oneSeeder.Seconds(), mb(m.sent.Load()))
 	b.ReportMetric(baseline.Seconds()/oneSeeder.Seconds(), "a-x-faster")
 	b.Logf("(a) B's endpoint served: %v", servedBy(b, bb.logs))
-	if logs, err := os.ReadFile(bb.logs); err == nil {
-		for _, l := range strings.Split(string(logs), "\n") {
-			if strings.Contains(l, "level=WARN") || strings.Contains(l, "package served") {
-				b.Log(l)
-			}
-		}
-	}
 
 	// (b) A to E download set 2 at the same moment; nobody has it.
 	m.sent.Store(0)
