@@ -146,19 +146,30 @@ var alpmMu sync.Mutex
 // Load reads every sync database cfg names. A database that is missing, empty, not an archive or
 // unreadable is reported in the index's DBs with the reason, and the others still load. Load fails only
 // when the context is done or no database could be read at all (ErrNoDB).
-func Load(ctx context.Context, cfg *Config) (*Index, error) {
+func Load(ctx context.Context, cfg *Config) (ix *Index, err error) {
+	err = withHandle(ctx, cfg, func(h *alpm.Handle) error {
+		ix, err = load(ctx, cfg, h)
+		return err
+	})
+	return ix, err
+}
+
+// withHandle runs fn with a libalpm handle on cfg's root and dbpath, under alpmMu.
+func withHandle(ctx context.Context, cfg *Config, fn func(*alpm.Handle) error) error {
 	alpmMu.Lock()
 	defer alpmMu.Unlock()
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return err
 	}
-
 	h, err := alpm.Initialize(cfg.RootDir, cfg.DBPath)
 	if err != nil {
-		return nil, fmt.Errorf("libalpm init (root %s, dbpath %s): %w", cfg.RootDir, cfg.DBPath, err)
+		return fmt.Errorf("libalpm init (root %s, dbpath %s): %w", cfg.RootDir, cfg.DBPath, err)
 	}
 	defer h.Release()
+	return fn(h)
+}
 
+func load(ctx context.Context, cfg *Config, h *alpm.Handle) (*Index, error) {
 	ix := &Index{byFile: make(map[string]Entry), loadedAt: time.Now()}
 	loaded := 0
 	for _, r := range cfg.Repos {
@@ -340,42 +351,33 @@ func checkArchive(path string) (int64, error) {
 // Upgrades lists the file names of the packages of the sync dbs that `pacman -Su` would download: for
 // each installed package, the newer version the first sync db that has it offers (libalpm's own rule,
 // IgnorePkg aside). It reads the local db and the sync dbs and takes no lock, as Load.
-func Upgrades(ctx context.Context, cfg *Config) ([]string, error) {
-	alpmMu.Lock()
-	defer alpmMu.Unlock()
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	h, err := alpm.Initialize(cfg.RootDir, cfg.DBPath)
-	if err != nil {
-		return nil, fmt.Errorf("libalpm init (root %s, dbpath %s): %w", cfg.RootDir, cfg.DBPath, err)
-	}
-	defer h.Release()
-	for _, r := range cfg.Repos {
-		if _, err := checkArchive(cfg.SyncDBPath(r.Name)); err != nil {
-			continue // unreadable: Load reports it
+func Upgrades(ctx context.Context, cfg *Config) (files []string, err error) {
+	err = withHandle(ctx, cfg, func(h *alpm.Handle) error {
+		for _, r := range cfg.Repos {
+			if _, err := checkArchive(cfg.SyncDBPath(r.Name)); err != nil {
+				continue // unreadable: Load reports it
+			}
+			if _, err := h.RegisterSyncDB(r.Name, 0); err != nil {
+				return fmt.Errorf("sync db %s: %w", r.Name, err)
+			}
 		}
-		if _, err := h.RegisterSyncDB(r.Name, 0); err != nil {
-			return nil, fmt.Errorf("sync db %s: %w", r.Name, err)
+		syncs, err := h.SyncDBs()
+		if err != nil {
+			return fmt.Errorf("sync dbs: %w", err)
 		}
-	}
-	syncs, err := h.SyncDBs()
-	if err != nil {
-		return nil, fmt.Errorf("sync dbs: %w", err)
-	}
-	local, err := h.LocalDB()
-	if err != nil {
-		return nil, fmt.Errorf("local db in %s: %w", cfg.DBPath, err)
-	}
-	var files []string
-	err = local.PkgCache().ForEach(func(p alpm.IPackage) error {
-		if err := ctx.Err(); err != nil {
-			return err
+		local, err := h.LocalDB()
+		if err != nil {
+			return fmt.Errorf("local db in %s: %w", cfg.DBPath, err)
 		}
-		if n := p.SyncNewVersion(syncs); n != nil && n.FileName() != "" {
-			files = append(files, n.FileName())
-		}
-		return nil
+		return local.PkgCache().ForEach(func(p alpm.IPackage) error {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if n := p.SyncNewVersion(syncs); n != nil && n.FileName() != "" {
+				files = append(files, n.FileName())
+			}
+			return nil
+		})
 	})
 	return files, err
 }

@@ -333,19 +333,24 @@ func endpointServer(ln net.Listener, ec endpointConfig, a *agent.Agent, api *laz
 		TallyFile: ec.tallyFile,
 	})
 	log.Info("mirror endpoint", "addr", ln.Addr().String(), "mirrors", len(mirrors), "indexes", len(ec.indexes))
+	return boundedServer(endpoint.ServeHTTP, a, log), endpoint, nil
+}
+
+// boundedServer serves h on the agent's behalf with every wait bounded: a header within 5 s, an idle
+// keep-alive for 30 s, 16 KiB of headers. A request in flight is activity (the agent must not idle out
+// under it); a connection that never sends one is not.
+func boundedServer(h http.HandlerFunc, a *agent.Agent, log *slog.Logger) *http.Server {
 	return &http.Server{
-		// A request in flight is activity: the agent must not idle out under it. A connection that
-		// never sends one is not.
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			a.Touch()
 			defer a.Touch()
-			endpoint.ServeHTTP(w, r)
+			h(w, r)
 		}),
 		ReadHeaderTimeout: 5 * time.Second,
 		IdleTimeout:       30 * time.Second,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-	}, endpoint, nil
+	}
 }
 
 // dropCopies lets go of the blocks kubo keeps of a package pacman was just handed from IPFS: its file
@@ -393,6 +398,7 @@ func agentMetrics(w io.Writer, a *agent.Agent, lan *lanindex.Exchange, pf *prefe
 	mirror.Metric(w, "pacman_ipfs_last_pass_seconds", "gauge", "How long the last pass took.", took.Seconds())
 	if lan != nil {
 		mirror.Metric(w, "pacman_ipfs_lan_indexes", "gauge", "Index roots found on the LAN neighbours.", float64(len(lan.Roots())))
+		mirror.Metric(w, "pacman_ipfs_lan_peers", "gauge", "Peers the node is connected to over LAN addresses (its mDNS neighbours).", float64(lan.LANPeers()))
 		_, agents := lan.Agents()
 		mirror.Metric(w, "pacman_ipfs_lan_agents", "gauge", "LAN neighbours whose agent answers the LAN protocol.", float64(len(agents)))
 	}

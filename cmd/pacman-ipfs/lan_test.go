@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -113,11 +116,9 @@ func (l *testLAN) addMirror(t testing.TB, repo *alpmtest.Repo, rate string) *htt
 	return m
 }
 
-// listenIn opens a TCP listener inside network namespace ns: from a thread that enters the namespace
-// and is never given back to the runtime (it ends with its goroutine).
-func listenIn(t testing.TB, ns, addr string) net.Listener {
-	t.Helper()
-	var ln net.Listener
+// inNetns runs fn inside network namespace ns, on a thread that enters it and is never given back to
+// the runtime (it ends with its goroutine): the sockets fn opens belong to ns.
+func inNetns(ns string, fn func() error) error {
 	var err error
 	done := make(chan struct{})
 	go func() {
@@ -132,9 +133,48 @@ func listenIn(t testing.TB, ns, addr string) net.Listener {
 		if err = unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
 			return
 		}
-		ln, err = net.Listen("tcp", addr)
+		err = fn()
 	}()
 	<-done
+	return err
+}
+
+// getIn fetches http://addr+path from inside network namespace ns (as a program of that machine would).
+// The connection is made on the namespace's thread (dialling there is synchronous; an http.Client would
+// dial from another goroutine, outside ns) and used from here.
+func getIn(t testing.TB, ns, addr, path string) string {
+	t.Helper()
+	var conn net.Conn
+	err := inNetns(ns, func() (err error) {
+		conn, err = net.DialTimeout("tcp", addr, 5*time.Second)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("dial %s in %s: %v", addr, ns, err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(conn, "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n", path, addr)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("GET %s in %s: %v", path, ns, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s in %s: %v", path, ns, err)
+	}
+	return string(body)
+}
+
+// listenIn opens a TCP listener inside network namespace ns.
+func listenIn(t testing.TB, ns, addr string) net.Listener {
+	t.Helper()
+	var ln net.Listener
+	err := inNetns(ns, func() (err error) {
+		ln, err = net.Listen("tcp", addr)
+		return err
+	})
 	if err != nil {
 		t.Fatalf("listen on %s in %s: %v", addr, ns, err)
 	}
@@ -267,6 +307,10 @@ func TestLANPackagedNodesMeetAndShare(t *testing.T) {
 			return bytes.Contains(logs, []byte("index found on the LAN")) && bytes.Contains(logs, []byte(aID))
 		})
 	}
+	within(t, 60*time.Second, "B's /metrics counts its LAN peers and agents", func() bool {
+		m := getIn(t, b.ns, "127.0.0.1:7878", "/metrics")
+		return strings.Contains(m, "\npacman_ipfs_lan_peers 2\n") && strings.Contains(m, "\npacman_ipfs_lan_agents 2\n")
+	})
 	for _, h := range []*lanHost{b, c} {
 		start := time.Now()
 		h.sb.Pacman(t, "-S", "small", "large")

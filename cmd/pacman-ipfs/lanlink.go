@@ -43,18 +43,8 @@ func startLANLink(ctx context.Context, api *lazyKubo, x *lanindex.Exchange, endp
 	}
 	l := &lanLink{api: api, endpoint: endpoint, x: x, ln: ln, log: log}
 	x.SetProbe(l.probe)
-	srv := &http.Server{
-		// A neighbour's download in flight is activity, as pacman's are.
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			a.Touch()
-			defer a.Touch()
-			endpoint.ServeLAN(w, r)
-		}),
-		ReadHeaderTimeout: 5 * time.Second,
-		IdleTimeout:       30 * time.Second,
-		MaxHeaderBytes:    8 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-	}
+	// A neighbour's download in flight is activity, as pacman's are.
+	srv := boundedServer(endpoint.ServeLAN, a, log)
 	go func() {
 		if err := srv.Serve(netutil.LimitListener(ln, maxLANConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("LAN listener stopped", "err", err)

@@ -56,6 +56,7 @@ type Exchange struct {
 	agents     []string          // LAN peers whose agent serves Protocol, sorted
 	probe      func(ctx context.Context, peer string) bool
 	self       string // this node's peer ID
+	lanPeers   int    // peers connected over LAN addresses, at the last round
 	published  string // the root last published
 	publishing bool
 }
@@ -117,6 +118,13 @@ func (x *Exchange) Roots() []string {
 	return slices.Compact(out)
 }
 
+// LANPeers is how many peers the node was connected to over LAN addresses at the last round.
+func (x *Exchange) LANPeers() int {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.lanPeers
+}
+
 // SetProbe sets what asks a LAN peer's agent whether it serves Protocol; until it is set, no peer is
 // taken for an agent.
 func (x *Exchange) SetProbe(probe func(ctx context.Context, peer string) bool) {
@@ -156,6 +164,9 @@ func (x *Exchange) round(ctx context.Context) {
 	if err != nil {
 		return
 	}
+	x.mu.Lock()
+	x.lanPeers = len(peers)
+	x.mu.Unlock()
 	if len(peers) > MaxPeers {
 		peers = peers[:MaxPeers]
 	}
