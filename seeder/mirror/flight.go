@@ -144,7 +144,11 @@ func (f *flight) run(ctx context.Context) {
 			f.s.metrics.verifyFailed.Add(1)
 		}
 		if ctx.Err() == nil {
-			f.s.log.Warn("upstream failed", "source", name, "file", f.e.FileName, "err", err)
+			what := "mirror failed"
+			if relay {
+				what = "neighbour failed"
+			}
+			f.s.log.Warn(what, "source", name, "file", f.e.FileName, "err", err)
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", name, err))
 		return false
