@@ -24,12 +24,16 @@ import (
 	"strings"
 	"time"
 
+	bsrv "github.com/ipfs/boxo/blockservice"
+	"github.com/ipfs/boxo/blockstore"
+	offline "github.com/ipfs/boxo/exchange/offline"
 	"github.com/ipfs/boxo/files"
 	"github.com/ipfs/boxo/ipld/merkledag"
-	mdtest "github.com/ipfs/boxo/ipld/merkledag/test"
 	uio "github.com/ipfs/boxo/ipld/unixfs/io"
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
+	ds "github.com/ipfs/go-datastore"
+	dssync "github.com/ipfs/go-datastore/sync"
 	ipld "github.com/ipfs/go-ipld-format"
 	"github.com/ipfs/kubo/client/rpc"
 	ma "github.com/multiformats/go-multiaddr"
@@ -597,7 +601,7 @@ func (c *Client) SetIndex(ctx context.Context, dir string, files map[string]cid.
 
 // buildIndex builds the UnixFS directories holding files and returns the root and every directory block.
 func buildIndex(ctx context.Context, files map[string]cid.Cid) (cid.Cid, []blocks.Block, error) {
-	ds := mdtest.Mock()
+	ds := memDAG()
 	prefix, err := merkledag.PrefixForCidVersion(1)
 	if err != nil {
 		return cid.Undef, nil, err
@@ -905,4 +909,11 @@ func bitswapRace(boxo string) string {
 		return ""
 	}
 	return fmt.Sprintf("the node's bitswap (boxo %s) ignores peers connected while it started: a LAN neighbour met by mDNS then is never asked for blocks until it reconnects; kubo 0.43.1 (boxo %s) fixes it, and restarting the neighbour's node works around it", boxo, bitswapFixed)
+}
+
+// memDAG is an in-memory, thread-safe DAG service that fetches nothing: where DAG nodes are built before
+// they go anywhere. (boxo's merkledag/test.Mock is the same, from a test package.)
+func memDAG() ipld.DAGService {
+	bs := blockstore.NewBlockstore(dssync.MutexWrap(ds.NewMapDatastore()))
+	return merkledag.NewDAGService(bsrv.New(bs, offline.Exchange(bs)))
 }

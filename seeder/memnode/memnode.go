@@ -9,12 +9,16 @@ import (
 	"strings"
 	"sync"
 
+	bsrv "github.com/ipfs/boxo/blockservice"
+	"github.com/ipfs/boxo/blockstore"
 	chunker "github.com/ipfs/boxo/chunker"
+	offline "github.com/ipfs/boxo/exchange/offline"
 	"github.com/ipfs/boxo/ipld/merkledag"
-	mdtest "github.com/ipfs/boxo/ipld/merkledag/test"
 	"github.com/ipfs/boxo/ipld/unixfs/importer/balanced"
 	"github.com/ipfs/boxo/ipld/unixfs/importer/helpers"
 	"github.com/ipfs/go-cid"
+	ds "github.com/ipfs/go-datastore"
+	dssync "github.com/ipfs/go-datastore/sync"
 	ipld "github.com/ipfs/go-ipld-format"
 	mh "github.com/multiformats/go-multihash"
 
@@ -36,14 +40,14 @@ type Node struct {
 
 // New returns an empty node.
 func New() *Node {
-	return &Node{dag: mdtest.Mock(), pins: map[cid.Cid]string{}, blocks: map[cid.Cid][]cid.Cid{}}
+	return &Node{dag: memDAG(), pins: map[cid.Cid]string{}, blocks: map[cid.Cid][]cid.Cid{}}
 }
 
 // Import builds the UnixFS DAG of r with the seeder's import parameters into dag and returns its root.
 // With a nil dag it only computes the CID.
 func Import(ctx context.Context, dag ipld.DAGService, r io.Reader) (cid.Cid, error) {
 	if dag == nil {
-		dag = mdtest.Mock()
+		dag = memDAG()
 	}
 	prefix, err := merkledag.PrefixForCidVersion(seeder.Import.CIDVersion)
 	if err != nil {
@@ -149,4 +153,11 @@ func (n *Node) failed() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.FailWith
+}
+
+// memDAG is an in-memory, thread-safe DAG service that fetches nothing: where DAG nodes are built before
+// they go anywhere. (boxo's merkledag/test.Mock is the same, from a test package.)
+func memDAG() ipld.DAGService {
+	bs := blockstore.NewBlockstore(dssync.MutexWrap(ds.NewMapDatastore()))
+	return merkledag.NewDAGService(bsrv.New(bs, offline.Exchange(bs)))
 }
