@@ -19,7 +19,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"time"
 
 	alpm "github.com/Jguer/go-alpm/v2"
 )
@@ -99,10 +98,9 @@ var ErrNoDB = errors.New("no readable sync database")
 
 // Index maps package file names to their sync-db entries. It is immutable once loaded.
 type Index struct {
-	byFile   map[string]Entry
-	dbs      []DB
-	stamps   []stamp // of each db, when it was read
-	loadedAt time.Time
+	byFile map[string]Entry
+	dbs    []DB
+	stamps []stamp // of each db, when it was read
 }
 
 // Lookup returns the entry for a package file name, from the first repository (in pacman.conf order)
@@ -131,7 +129,7 @@ func (ix *Index) Problems() []error {
 
 // NewIndex builds an index from entries, for tests and tools that already have them.
 func NewIndex(entries []Entry) *Index {
-	ix := &Index{byFile: make(map[string]Entry, len(entries)), loadedAt: time.Now()}
+	ix := &Index{byFile: make(map[string]Entry, len(entries))}
 	for _, e := range entries {
 		if _, dup := ix.byFile[e.FileName]; !dup {
 			ix.byFile[e.FileName] = e
@@ -170,7 +168,7 @@ func withHandle(ctx context.Context, cfg *Config, fn func(*alpm.Handle) error) e
 }
 
 func load(ctx context.Context, cfg *Config, h *alpm.Handle) (*Index, error) {
-	ix := &Index{byFile: make(map[string]Entry), loadedAt: time.Now()}
+	ix := &Index{byFile: make(map[string]Entry)}
 	loaded := 0
 	for _, r := range cfg.Repos {
 		if err := ctx.Err(); err != nil {

@@ -78,10 +78,8 @@ var ErrNoSpace = errors.New("the node's disk is full")
 // PinPrefix starts the name of every pin the seeder owns; pins without it are never touched.
 const PinPrefix = "pacman-ipfs:"
 
-// Import holds the IPIP-499 "unixfs-v1-2025" import parameters. Every add passes all of them explicitly,
-// so that every seeder in the world derives the same CID from the same package whatever its node's
-// Import.* configuration says (kubo still defaults to CIDv0, 256 KiB chunks and 174 links per node).
-var Import = struct {
+// ImportParams are the parameters of an add.
+type ImportParams struct {
 	CIDVersion int
 	RawLeaves  bool
 	Hash       string
@@ -89,14 +87,22 @@ var Import = struct {
 	Chunker    string
 	MaxLinks   int
 	Trickle    bool // false: balanced layout
-}{
-	CIDVersion: 1,
-	RawLeaves:  true,
-	Hash:       "sha2-256",
-	ChunkSize:  1 << 20,
-	Chunker:    "size-1048576",
-	MaxLinks:   1024,
-	Trickle:    false,
+}
+
+// Import returns the IPIP-499 "unixfs-v1-2025" import parameters. Every add passes all of them
+// explicitly, so that every seeder in the world derives the same CID from the same package whatever its
+// node's Import.* configuration says (kubo still defaults to CIDv0, 256 KiB chunks and 174 links per
+// node). A function, not a variable: nothing may change them.
+func Import() ImportParams {
+	return ImportParams{
+		CIDVersion: 1,
+		RawLeaves:  true,
+		Hash:       "sha2-256",
+		ChunkSize:  1 << 20,
+		Chunker:    "size-1048576",
+		MaxLinks:   1024,
+		Trickle:    false,
+	}
 }
 
 // RawCID is the CID of a package of at most Import.ChunkSize bytes with the given sha256: such a file is

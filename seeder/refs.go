@@ -119,7 +119,7 @@ func (ps *pass) needingBlocks(ctx context.Context, fr FileReferencer, dangling m
 		}
 		seen[sd.CID] = true
 		blocks := []cid.Cid{sd.CID}
-		if sd.Size > int64(Import.ChunkSize) {
+		if sd.Size > int64(Import().ChunkSize) {
 			var err error
 			if blocks, err = fr.Blocks(ctx, sd.CID); err != nil {
 				return nil, err

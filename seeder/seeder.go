@@ -418,7 +418,7 @@ func (ps *pass) add(ctx context.Context, j addJob) error {
 	case err != nil:
 		return err
 	}
-	if sd.Size > int64(Import.ChunkSize) {
+	if sd.Size > int64(Import().ChunkSize) {
 		ps.s.state.CIDs[hex.EncodeToString(sd.SHA256[:])] = c.String()
 	}
 	ps.keep[c] = true
@@ -603,7 +603,7 @@ func (s *Seeder) seedFromRecord(path string, rec *record, noCopy bool) seed {
 
 // knownCID is the CID of a file with this sha256 and size when it is known without adding it.
 func (s *Seeder) knownCID(sum [sha256.Size]byte, size int64) cid.Cid {
-	if size <= int64(Import.ChunkSize) {
+	if size <= int64(Import().ChunkSize) {
 		return RawCID(sum)
 	}
 	if c, err := cid.Decode(s.state.CIDs[hex.EncodeToString(sum[:])]); err == nil {

@@ -30,7 +30,7 @@ func TestZeroCopySharedBlocksSurviveRemoval(t *testing.T) {
 	if testing.Short() {
 		t.Skip("integration: real kubo")
 	}
-	chunk := int(seeder.Import.ChunkSize)
+	chunk := int(seeder.Import().ChunkSize)
 	shared := randBytes(1, chunk) // one identical 1 MiB chunk at offset 0 of two different packages
 	tests := []struct {
 		name string

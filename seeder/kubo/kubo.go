@@ -277,7 +277,7 @@ func (c *Client) Add(ctx context.Context, f seeder.File) (cid.Cid, error) {
 		return cid.Undef, fmt.Errorf("add %s: %w", f.Path, err)
 	}
 	body := files.NewMultiFileReader(files.NewMapDirectory(map[string]files.Node{filepath.Base(f.Path): node}), false, false)
-	imp := seeder.Import
+	imp := seeder.Import()
 	resp, err := c.api.Request("add").
 		Option("cid-version", imp.CIDVersion).
 		Option("raw-leaves", imp.RawLeaves).

@@ -49,18 +49,18 @@ func Import(ctx context.Context, dag ipld.DAGService, r io.Reader) (cid.Cid, err
 	if dag == nil {
 		dag = memDAG()
 	}
-	prefix, err := merkledag.PrefixForCidVersion(seeder.Import.CIDVersion)
+	prefix, err := merkledag.PrefixForCidVersion(seeder.Import().CIDVersion)
 	if err != nil {
 		return cid.Undef, err
 	}
 	prefix.MhType = mh.SHA2_256
 	params := helpers.DagBuilderParams{
-		Maxlinks:   seeder.Import.MaxLinks,
-		RawLeaves:  seeder.Import.RawLeaves,
+		Maxlinks:   seeder.Import().MaxLinks,
+		RawLeaves:  seeder.Import().RawLeaves,
 		CidBuilder: &prefix,
 		Dagserv:    dag,
 	}
-	db, err := params.New(chunker.NewSizeSplitter(r, int64(seeder.Import.ChunkSize)))
+	db, err := params.New(chunker.NewSizeSplitter(r, int64(seeder.Import().ChunkSize)))
 	if err != nil {
 		return cid.Undef, err
 	}

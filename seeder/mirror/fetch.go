@@ -47,7 +47,7 @@ type body struct {
 
 // lookup finds the package's CID and says whether it can be trusted before its bytes are hashed.
 func (s *Server) lookup(ctx context.Context, req Request, e alpmdb.Entry) (c cid.Cid, trusted bool) {
-	if e.Size <= int64(seeder.Import.ChunkSize) {
+	if e.Size <= int64(seeder.Import().ChunkSize) {
 		return seeder.RawCID(e.SHA256), true
 	}
 	if s.opts.Seeded != nil {

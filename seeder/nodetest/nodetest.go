@@ -37,7 +37,7 @@ func Run(t *testing.T, newNode func(t *testing.T) seeder.Node) {
 
 	t.Run("one block is the raw CID of its sha256", func(t *testing.T) {
 		n := newNode(t)
-		for _, size := range []int{1, 100 << 10, seeder.Import.ChunkSize} {
+		for _, size := range []int{1, 100 << 10, seeder.Import().ChunkSize} {
 			data := Bytes(uint64(size), size)
 			got := add(t, n, "small.pkg.tar.zst", data)
 			if want := seeder.RawCID(sha256.Sum256(data)); !got.Equals(want) {

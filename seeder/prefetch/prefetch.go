@@ -231,7 +231,7 @@ func (p *Prefetcher) find(ctx context.Context, n Node, roots []string, e alpmdb.
 		if skip {
 			continue
 		}
-		if e.Size <= int64(seeder.Import.ChunkSize) && !c.Equals(seeder.RawCID(e.SHA256)) {
+		if e.Size <= int64(seeder.Import().ChunkSize) && !c.Equals(seeder.RawCID(e.SHA256)) {
 			p.opts.Log.Warn("a neighbour's index maps a package to other content", "root", root, "file", e.FileName, "cid", c.String())
 			continue
 		}
