@@ -99,7 +99,7 @@ func runAgent(ctx context.Context, args []string) error {
 		fs.StringVar(&httpAddr, "http", "", "serve a pacman mirror on this loopback `address` (e.g. 127.0.0.1:7878) that fetches packages over IPFS")
 		fs.StringVar(&mirrorlist, "mirrorlist", "/etc/pacman.d/mirrorlist", "the real mirrors the endpoint races and falls back to (`file`)")
 		fs.Var(&indexes, "index", "an index `root` to find larger packages' CIDs in: /ipfs/..., /ipns/... or a DNSLink name (repeatable)")
-		fs.DurationVar(&hedge, "hedge", 300*time.Millisecond, "how long IPFS has to deliver first bytes before the mirrors start too")
+		fs.DurationVar(&hedge, "hedge", 300*time.Millisecond, "how long kubo has to find a package (hold its root block) before the mirrors start too")
 		fs.BoolVar(&lanIndex, "lan-index", true, "publish the index under the node's own key (/ipns/<peer ID>) and look up the LAN neighbours' (--lan-index=false: neither)")
 		fs.BoolVar(&lanFetch, "lan-fetch", true, "a package no peer has is fetched from the mirrors by one LAN machine, elected per package, and streamed to the others as it arrives; this machine serves its neighbours the same way (needs --lan-index and the node's Experimental.Libp2pStreamMounting)")
 		fs.BoolVar(&prefetchOn, "prefetch", false, "after new sync dbs, fetch into the node (not into pacman's cache) the upgrades of installed packages that LAN neighbours hold, so that -Su finds them here (needs --lan-index)")
@@ -143,20 +143,7 @@ func runAgent(ctx context.Context, args []string) error {
 	var a *agent.Agent
 	var pf *prefetch.Prefetcher
 	if prefetchOn && lan != nil {
-		pf = prefetch.New(prefetch.Options{
-			Node:     func(ctx context.Context) (prefetch.Node, error) { return api.client(ctx) },
-			Index:    func() *alpmdb.Index { return a.Index() },
-			Upgrades: func(ctx context.Context) ([]string, error) { return alpmdb.Upgrades(ctx, cfg) },
-			Roots:    lan.Roots,
-			Seeded:   func(sum [sha256.Size]byte) (cid.Cid, bool) { return a.Seeded(sum) },
-			Trust: func(sum [sha256.Size]byte, c cid.Cid) {
-				if endpoint != nil {
-					endpoint.Trust(sum, c)
-				}
-			},
-			Architectures: cfg.Architectures,
-			Log:           log,
-		})
+		pf = newPrefetcher(cfg, api, lan, func() *agent.Agent { return a }, func() *mirror.Server { return endpoint }, log)
 		publish := afterPass
 		afterPass = func(r *seeder.Report) { publish(r); pf.Kick() }
 	} else if prefetchOn {
@@ -219,6 +206,25 @@ func runAgent(ctx context.Context, args []string) error {
 		return nil // SIGTERM: a clean stop
 	}
 	return err
+}
+
+// newPrefetcher is --prefetch's: the agent and the endpoint it works with exist only after it (they
+// are handed over as getters), and are there before its first round.
+func newPrefetcher(cfg *alpmdb.Config, api *lazyKubo, lan *lanindex.Exchange, a func() *agent.Agent, endpoint func() *mirror.Server, log *slog.Logger) *prefetch.Prefetcher {
+	return prefetch.New(prefetch.Options{
+		Node:     func(ctx context.Context) (prefetch.Node, error) { return api.client(ctx) },
+		Index:    func() *alpmdb.Index { return a().Index() },
+		Upgrades: func(ctx context.Context) ([]string, error) { return alpmdb.Upgrades(ctx, cfg) },
+		Roots:    lan.Roots,
+		Seeded:   func(sum [sha256.Size]byte) (cid.Cid, bool) { return a().Seeded(sum) },
+		Trust: func(sum [sha256.Size]byte, c cid.Cid) {
+			if e := endpoint(); e != nil {
+				e.Trust(sum, c)
+			}
+		},
+		Architectures: cfg.Architectures,
+		Log:           log,
+	})
 }
 
 // listeners returns the control socket and the mirror endpoint's socket: those systemd passed
