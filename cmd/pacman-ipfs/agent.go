@@ -74,49 +74,53 @@ func (l *lazyKubo) Resolve(ctx context.Context, p string) (cid.Cid, error) {
 	return c.Resolve(ctx, p)
 }
 
+// agentFlags are the agent's command line.
+type agentFlags struct {
+	c                            common
+	listen, group                string
+	idleExit, quiet              time.Duration
+	httpAddr, mirrorlist         string
+	indexes                      multiFlag
+	hedge, budget                time.Duration
+	lanIndex, lanFetch, prefetch bool
+}
+
+func parseAgentFlags(args []string) (*agentFlags, error) {
+	f := &agentFlags{}
+	err := parse("agent", "Keep the node in step with pacman's caches: watch every CacheDir and the sync dbs, reconcile\nafter each burst of changes, answer the control socket. Started by systemd socket activation\n(pacman-ipfs.socket) or by hand with --listen.", args, func(fs *flag.FlagSet) {
+		f.c.register(fs)
+		fs.StringVar(&f.listen, "listen", "", "control socket `path` to create when not socket-activated")
+		fs.StringVar(&f.group, "socket-group", "", "`group` whose members may ask for work over the control socket (root always may)")
+		fs.DurationVar(&f.idleExit, "idle-exit", 0, "exit after this long with nothing to do (0: never); the next socket activation catches up")
+		fs.DurationVar(&f.quiet, "quiet", 2*time.Second, "how long changes must stop before a reconcile starts")
+		fs.StringVar(&f.httpAddr, "http", "", "serve a pacman mirror on this loopback `address` (e.g. 127.0.0.1:7878) that fetches packages over IPFS")
+		fs.StringVar(&f.mirrorlist, "mirrorlist", "/etc/pacman.d/mirrorlist", "the real mirrors the endpoint races and falls back to (`file`)")
+		fs.Var(&f.indexes, "index", "an index `root` to find larger packages' CIDs in: /ipfs/..., /ipns/... or a DNSLink name (repeatable)")
+		fs.DurationVar(&f.hedge, "hedge", 300*time.Millisecond, "how long kubo has to find a package (hold its root block) before the mirrors start too")
+		fs.BoolVar(&f.lanIndex, "lan-index", true, "publish the index under the node's own key (/ipns/<peer ID>) and look up the LAN neighbours' (--lan-index=false: neither)")
+		fs.BoolVar(&f.lanFetch, "lan-fetch", true, "a package no peer has is fetched from the mirrors by one LAN machine, elected per package, and streamed to the others as it arrives; this machine serves its neighbours the same way (needs --lan-index and the node's Experimental.Libp2pStreamMounting)")
+		fs.BoolVar(&f.prefetch, "prefetch", false, "after new sync dbs, fetch into the node (not into pacman's cache) the upgrades of installed packages that LAN neighbours hold, so that -Su finds them here (needs --lan-index)")
+		fs.DurationVar(&f.budget, "verify-budget", 6*time.Second, "how long a download may take to be checked before any of it goes to pacman (which gives up after 10 s without data)")
+	})
+	return f, err
+}
+
 func runAgent(ctx context.Context, args []string) error {
-	var (
-		c          common
-		listen     string
-		group      string
-		idleExit   time.Duration
-		quiet      time.Duration
-		httpAddr   string
-		mirrorlist string
-		indexes    multiFlag
-		hedge      time.Duration
-		budget     time.Duration
-		lanIndex   bool
-		lanFetch   bool
-		prefetchOn bool
-	)
-	if err := parse("agent", "Keep the node in step with pacman's caches: watch every CacheDir and the sync dbs, reconcile\nafter each burst of changes, answer the control socket. Started by systemd socket activation\n(pacman-ipfs.socket) or by hand with --listen.", args, func(fs *flag.FlagSet) {
-		c.register(fs)
-		fs.StringVar(&listen, "listen", "", "control socket `path` to create when not socket-activated")
-		fs.StringVar(&group, "socket-group", "", "`group` whose members may ask for work over the control socket (root always may)")
-		fs.DurationVar(&idleExit, "idle-exit", 0, "exit after this long with nothing to do (0: never); the next socket activation catches up")
-		fs.DurationVar(&quiet, "quiet", 2*time.Second, "how long changes must stop before a reconcile starts")
-		fs.StringVar(&httpAddr, "http", "", "serve a pacman mirror on this loopback `address` (e.g. 127.0.0.1:7878) that fetches packages over IPFS")
-		fs.StringVar(&mirrorlist, "mirrorlist", "/etc/pacman.d/mirrorlist", "the real mirrors the endpoint races and falls back to (`file`)")
-		fs.Var(&indexes, "index", "an index `root` to find larger packages' CIDs in: /ipfs/..., /ipns/... or a DNSLink name (repeatable)")
-		fs.DurationVar(&hedge, "hedge", 300*time.Millisecond, "how long kubo has to find a package (hold its root block) before the mirrors start too")
-		fs.BoolVar(&lanIndex, "lan-index", true, "publish the index under the node's own key (/ipns/<peer ID>) and look up the LAN neighbours' (--lan-index=false: neither)")
-		fs.BoolVar(&lanFetch, "lan-fetch", true, "a package no peer has is fetched from the mirrors by one LAN machine, elected per package, and streamed to the others as it arrives; this machine serves its neighbours the same way (needs --lan-index and the node's Experimental.Libp2pStreamMounting)")
-		fs.BoolVar(&prefetchOn, "prefetch", false, "after new sync dbs, fetch into the node (not into pacman's cache) the upgrades of installed packages that LAN neighbours hold, so that -Su finds them here (needs --lan-index)")
-		fs.DurationVar(&budget, "verify-budget", 6*time.Second, "how long a download may take to be checked before any of it goes to pacman (which gives up after 10 s without data)")
-	}); err != nil {
+	f, err := parseAgentFlags(args)
+	if err != nil {
 		return err
 	}
+	c := &f.c
 	log := c.logger()
 	cfg, err := alpmdb.ReadConfig(c.pacmanConf)
 	if err != nil {
 		return err
 	}
-	auth, err := control.NewAuthorizer(group)
+	auth, err := control.NewAuthorizer(f.group)
 	if err != nil {
 		return err
 	}
-	ln, httpLn, err := listeners(listen, httpAddr)
+	ln, httpLn, err := listeners(f.listen, f.httpAddr)
 	if err != nil {
 		return err
 	}
@@ -133,70 +137,46 @@ func runAgent(ctx context.Context, args []string) error {
 	// The LAN's indexes: ours published under the node's key, the neighbours' looked up.
 	var lan *lanindex.Exchange
 	var afterPass func(*seeder.Report)
-	if lanIndex {
+	if f.lanIndex {
 		lan = lanindex.New(func(ctx context.Context) (lanindex.Node, error) { return api.client(ctx) }, 20*time.Second, log)
 		go lan.Run(ctx)
 		afterPass = func(r *seeder.Report) { lan.Publish(r.Index) }
 	}
-	// What the endpoint served, once it exists (it needs the agent): for the agent's status.
+	// The endpoint needs the agent, whose status reports what the endpoint served.
 	var endpoint *mirror.Server
 	var a *agent.Agent
 	var pf *prefetch.Prefetcher
-	if prefetchOn && lan != nil {
+	if f.prefetch && lan != nil {
 		pf = newPrefetcher(cfg, api, lan, func() *agent.Agent { return a }, func() *mirror.Server { return endpoint }, log)
 		publish := afterPass
 		afterPass = func(r *seeder.Report) { publish(r); pf.Kick() }
-	} else if prefetchOn {
+	} else if f.prefetch {
 		log.Warn("--prefetch needs --lan-index: nothing is prefetched")
-	}
-	served := func() (int64, int64) {
-		if endpoint == nil {
-			return 0, 0
-		}
-		return endpoint.Served()
 	}
 	a = agent.New(agent.Options{
 		AfterPass: afterPass,
-		Served:    served,
-		Config:    cfg,
-		Seeder:    c.seederOptions(cfg, nil, log),
-		StateDir:  c.stateDir,
-		Dial: func(ctx context.Context) (seeder.Node, error) {
-			return api.client(ctx)
+		Served: func() (int64, int64) {
+			if endpoint == nil {
+				return 0, 0
+			}
+			return endpoint.Served()
 		},
+		Config:   cfg,
+		Seeder:   c.seederOptions(cfg, nil, log),
+		StateDir: c.stateDir,
+		Dial:     func(ctx context.Context) (seeder.Node, error) { return api.client(ctx) },
 		API:      kubo.Redact(api.addr),
 		Auth:     auth,
 		Log:      log,
-		Quiet:    quiet,
-		IdleExit: idleExit,
+		Quiet:    f.quiet,
+		IdleExit: f.idleExit,
 	})
 	if httpLn != nil {
-		var srv *http.Server
-		var link *lanLink
-		ec := endpointConfig{
-			mirrorlist: mirrorlist, indexes: indexes, hedge: hedge, budget: budget,
-			spoolDir: filepath.Join(c.stateDir, "spool"), tallyFile: filepath.Join(c.stateDir, tallyFile), lan: lan,
-			prefetch: pf,
-		}
-		if lan != nil && lanFetch {
-			ec.owner = func(ctx context.Context, sum [sha256.Size]byte) (string, string) { return link.owner(ctx, sum) }
-		}
-		srv, endpoint, err = endpointServer(httpLn, ec, a, api, cfg, log)
-		if err != nil {
+		var stop func()
+		if endpoint, stop, err = startEndpoint(ctx, httpLn, f, a, api, lan, pf, cfg, log); err != nil {
 			return err
 		}
-		defer endpoint.SaveTally()
-		if ec.owner != nil {
-			if link, err = startLANLink(ctx, api, lan, endpoint, a, log); err != nil {
-				return err
-			}
-		}
-		go func() {
-			if err := srv.Serve(netutil.LimitListener(httpLn, maxEndpointConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("mirror endpoint stopped", "err", err)
-			}
-		}()
-		defer srv.Close()
+		defer stop()
 	}
 	if pf != nil {
 		go pf.Run(ctx, time.Minute)
@@ -206,6 +186,35 @@ func runAgent(ctx context.Context, args []string) error {
 		return nil // SIGTERM: a clean stop
 	}
 	return err
+}
+
+// startEndpoint serves the loopback mirror endpoint on httpLn, and the LAN protocol when --lan-fetch
+// has the LAN index exchange to work with. stop closes the endpoint and keeps today's figures.
+func startEndpoint(ctx context.Context, httpLn net.Listener, f *agentFlags, a *agent.Agent, api *lazyKubo, lan *lanindex.Exchange, pf *prefetch.Prefetcher, cfg *alpmdb.Config, log *slog.Logger) (*mirror.Server, func(), error) {
+	var link *lanLink
+	ec := endpointConfig{
+		mirrorlist: f.mirrorlist, indexes: f.indexes, hedge: f.hedge, budget: f.budget,
+		spoolDir: filepath.Join(f.c.stateDir, "spool"), tallyFile: filepath.Join(f.c.stateDir, tallyFile), lan: lan,
+		prefetch: pf,
+	}
+	if lan != nil && f.lanFetch {
+		ec.owner = func(ctx context.Context, sum [sha256.Size]byte) (string, string) { return link.owner(ctx, sum) }
+	}
+	srv, endpoint, err := endpointServer(httpLn, ec, a, api, cfg, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	if ec.owner != nil {
+		if link, err = startLANLink(ctx, api, lan, endpoint, a, log); err != nil {
+			return nil, nil, err
+		}
+	}
+	go func() {
+		if err := srv.Serve(netutil.LimitListener(httpLn, maxEndpointConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("mirror endpoint stopped", "err", err)
+		}
+	}()
+	return endpoint, func() { srv.Close(); endpoint.SaveTally() }, nil
 }
 
 // newPrefetcher is --prefetch's: the agent and the endpoint it works with exist only after it (they
