@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -215,12 +214,11 @@ func (s *Server) fromIPFS(ctx context.Context, e alpmdb.Entry, c cid.Cid, truste
 	}
 	// Only an index says this CID is the package: fetch it whole, spooled and hashed, and serve the spool
 	// once it matched (one read from the node, not a second one for pacman).
-	spool, err := os.CreateTemp(s.opts.SpoolDir, "spool-*")
+	spool, err := s.newSpool()
 	if err != nil {
 		r.Close()
-		return nil, fmt.Errorf("spool: %w", err)
+		return nil, err
 	}
-	os.Remove(spool.Name()) // gone with the descriptor, whatever happens
 	h := sha256.New()
 	w := io.MultiWriter(h, spool)
 	w.Write(first[:n])

@@ -37,7 +37,7 @@ type flight struct {
 	gen    int
 	n      int64  // bytes in file
 	source string // where the current generation comes from
-	// relay: the flight is asking a neighbour, or has not decided yet whether to (deciding). Such a
+	// relay: the flight is asking a neighbour; deciding: it has not decided yet whether to. Such a
 	// flight is not passed on to neighbours: two machines that elected each other would wait on each
 	// other.
 	relay    bool
@@ -136,7 +136,7 @@ func (f *flight) forget() {
 func (f *flight) run(ctx context.Context) {
 	var errs []error
 	try := func(name string, relay bool, get func(context.Context) (*http.Response, error)) bool {
-		err := f.attempt(ctx, name, relay, get)
+		err := f.attempt(ctx, name, get)
 		if err == nil {
 			return true
 		}
@@ -156,7 +156,7 @@ func (f *flight) run(ctx context.Context) {
 	ok := false
 	if f.deciding {
 		base, peer := f.s.opts.Owner(ctx, f.e.SHA256)
-		f.setRelay(base != "", false)
+		f.decide(base != "")
 		if base != "" {
 			ok = try("lan:"+shortPeer(peer), true, func(ctx context.Context) (*http.Response, error) {
 				return f.s.fromNeighbour(ctx, base, f.req, f.e)
@@ -164,7 +164,7 @@ func (f *flight) run(ctx context.Context) {
 			if ok {
 				f.s.metrics.relayed.Add(1)
 			}
-			f.setRelay(false, false)
+			f.decide(false) // on to the mirrors, which neighbours may share
 		}
 	}
 	for _, m := range f.s.opts.Mirrors {
@@ -199,12 +199,10 @@ func (f *flight) run(ctx context.Context) {
 	}
 }
 
-func (f *flight) setRelay(relay, deciding bool) {
+// decide records whether the flight is asking a neighbour now, and wakes those waiting to know.
+func (f *flight) decide(relay bool) {
 	f.mu.Lock()
-	if !(f.done && f.err == nil) {
-		f.relay = relay
-	}
-	f.deciding = deciding
+	f.relay, f.deciding = relay, false
 	f.cond.Broadcast()
 	f.mu.Unlock()
 }
@@ -222,7 +220,7 @@ func (f *flight) relaying(ctx context.Context) bool {
 }
 
 // attempt spools the package from one source as a new generation, and checks it.
-func (f *flight) attempt(ctx context.Context, name string, relay bool, get func(context.Context) (*http.Response, error)) error {
+func (f *flight) attempt(ctx context.Context, name string, get func(context.Context) (*http.Response, error)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	resp, err := get(ctx)
@@ -233,16 +231,15 @@ func (f *flight) attempt(ctx context.Context, name string, relay bool, get func(
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("%s", resp.Status)
 	}
-	spool, err := os.CreateTemp(f.s.opts.SpoolDir, "spool-*")
+	spool, err := f.s.newSpool()
 	if err != nil {
-		return fmt.Errorf("spool: %w", err)
+		return err
 	}
-	os.Remove(spool.Name()) // gone with the descriptor, whatever happens
 	f.mu.Lock()
 	if f.file != nil {
 		f.file.Close()
 	}
-	f.file, f.n, f.source, f.relay = spool, 0, name, relay
+	f.file, f.n, f.source = spool, 0, name
 	f.gen++
 	f.cond.Broadcast()
 	f.mu.Unlock()
@@ -386,6 +383,16 @@ func (s *Server) fromMirrors(ctx context.Context, req Request, e alpmdb.Entry, d
 	s.metrics.unchecked.Add(1)
 	s.log.Info("upstream too slow to check first: streamed unchecked", "source", source, "file", e.FileName, "checked", n, "of", e.Size)
 	return &body{source: source, r: f.reader(ctx)}, nil
+}
+
+// newSpool makes an unlinked file in the spool directory: gone with its descriptor, whatever happens.
+func (s *Server) newSpool() (*os.File, error) {
+	f, err := os.CreateTemp(s.opts.SpoolDir, "spool-*")
+	if err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	os.Remove(f.Name())
+	return f, nil
 }
 
 func shortPeer(id string) string {
