@@ -27,8 +27,16 @@ import (
 // fakeIPFS serves some CIDs, after a delay; others never arrive (like a CID nobody provides).
 type fakeIPFS struct {
 	delay time.Duration
+	mu    sync.Mutex // files changes between requests, while a lost race may still be asking
 	files map[cid.Cid][]byte
 	paths map[string]cid.Cid // what Resolve finds under an index root
+}
+
+// add makes c deliverable.
+func (f *fakeIPFS) add(c cid.Cid, b []byte) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.files[c] = b
 }
 
 func (f *fakeIPFS) Cat(ctx context.Context, c cid.Cid) (io.ReadCloser, error) {
@@ -37,7 +45,9 @@ func (f *fakeIPFS) Cat(ctx context.Context, c cid.Cid) (io.ReadCloser, error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+	f.mu.Lock()
 	b, ok := f.files[c]
+	f.mu.Unlock()
 	if !ok {
 		<-ctx.Done() // bitswap keeps looking until told to stop
 		return nil, ctx.Err()
@@ -129,7 +139,7 @@ func newSetupWith(t *testing.T, more func(*Options)) *setup {
 		more(&opts)
 	}
 	srv := New(opts)
-	s.ipfs.files[largeCID] = s.large
+	s.ipfs.add(largeCID, s.large)
 	s.srv = httptest.NewServer(srv)
 	t.Cleanup(s.srv.Close)
 	return s
@@ -149,7 +159,7 @@ func (s *setup) get(t *testing.T, path string) (int, []byte, error, time.Duratio
 
 func TestFromIPFSWithoutTouchingTheMirror(t *testing.T) {
 	s := newSetup(t)
-	s.ipfs.files[seeder.RawCID(sha256.Sum256(s.small))] = s.small
+	s.ipfs.add(seeder.RawCID(sha256.Sum256(s.small)), s.small)
 	for path, want := range map[string][]byte{"/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst": s.small, "/core/os/x86_64/large-1-1-x86_64.pkg.tar.zst": s.large} {
 		code, body, err, _ := s.get(t, path)
 		if err != nil || code != 200 || !bytes.Equal(body, want) {
@@ -174,7 +184,7 @@ func TestMirrorAfterHedgeWhenIPFSHasNothing(t *testing.T) {
 func TestSlowIPFSLosesTheRace(t *testing.T) {
 	s := newSetup(t)
 	s.ipfs.delay = 5 * time.Second
-	s.ipfs.files[seeder.RawCID(sha256.Sum256(s.small))] = s.small
+	s.ipfs.add(seeder.RawCID(sha256.Sum256(s.small)), s.small)
 	s.mirror.files["/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst"] = s.small
 	code, body, err, took := s.get(t, "/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst")
 	if err != nil || code != 200 || !bytes.Equal(body, s.small) || took > 3*time.Second {
@@ -208,7 +218,7 @@ func TestWrongBytesNeverSucceed(t *testing.T) {
 		s := newSetup(t)
 		bad := bytes.Clone(s.small)
 		bad[7] ^= 1
-		s.ipfs.files[seeder.RawCID(sha256.Sum256(s.small))] = bad
+		s.ipfs.add(seeder.RawCID(sha256.Sum256(s.small)), bad)
 		if code, _, err, _ := s.get(t, "/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst"); err == nil && code == 200 {
 			t.Fatal("bad bytes from IPFS were delivered as a success")
 		}
@@ -352,10 +362,10 @@ func TestPeerSignatureOnlyWhenValid(t *testing.T) {
 			m.files["/core/os/x86_64/large-1-1-x86_64.pkg.tar.zst.sig"] = good
 			ipfs := &fakeIPFS{files: map[cid.Cid][]byte{}, paths: map[string]cid.Cid{}}
 			largeCID, sigCID := seeder.RawCID([32]byte{42}), seeder.RawCID([32]byte{43})
-			ipfs.files[largeCID] = large
+			ipfs.add(largeCID, large)
 			ipfs.paths["/ipfs/root/core/os/x86_64/large-1-1-x86_64.pkg.tar.zst"] = largeCID
 			if tt.peer != nil {
-				ipfs.files[sigCID] = tt.peer
+				ipfs.add(sigCID, tt.peer)
 				ipfs.paths["/ipfs/root/core/os/x86_64/large-1-1-x86_64.pkg.tar.zst.sig"] = sigCID
 			}
 			ix := alpmdb.NewIndex([]alpmdb.Entry{{Repo: "core", FileName: "large-1-1-x86_64.pkg.tar.zst", Size: int64(len(large)), SHA256: sum}})
@@ -447,7 +457,7 @@ func TestRangeAndHead(t *testing.T) {
 	s.mirror.files["/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst"] = s.small
 	for _, src := range []string{"mirror", "ipfs"} {
 		if src == "ipfs" {
-			s.ipfs.files[seeder.RawCID(sha256.Sum256(s.small))] = s.small
+			s.ipfs.add(seeder.RawCID(sha256.Sum256(s.small)), s.small)
 		}
 		for _, tt := range []struct {
 			rng          string

@@ -152,7 +152,7 @@ func TestStatusPage(t *testing.T) {
 func TestStatusPageTallyAcrossServers(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "state", "today.json")
 	first := newSetupWith(t, func(o *Options) { o.TallyFile = file })
-	first.ipfs.files[seeder.RawCID(sha256.Sum256(first.small))] = first.small
+	first.ipfs.add(seeder.RawCID(sha256.Sum256(first.small)), first.small)
 	if code, _, err, _ := first.get(t, "/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst"); err != nil || code != 200 {
 		t.Fatalf("small from IPFS: %d, %v", code, err)
 	}
