@@ -19,7 +19,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/control"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/agent/control"
 )
 
 func main() {

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/control"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/agent/control"
 )
 
 // FuzzReadTargets: whatever pacman (or anyone) pipes into the hook, the client's targets stay within the

@@ -21,13 +21,14 @@ import (
 	"golang.org/x/net/netutil"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/agent"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/control"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/agent/control"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/endpoint"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/lanindex"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/mirror"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/prefetch"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/reconcile"
 )
 
 // multiFlag is a repeatable string flag.
@@ -136,35 +137,35 @@ func runAgent(ctx context.Context, args []string) error {
 	api := &lazyKubo{addr: addr}
 	// The LAN's indexes: ours published under the node's key, the neighbours' looked up.
 	var lan *lanindex.Exchange
-	var afterPass func(*seeder.Report)
+	var afterPass func(*reconcile.Report)
 	if f.lanIndex {
 		lan = lanindex.New(func(ctx context.Context) (lanindex.Node, error) { return api.client(ctx) }, 20*time.Second, log)
 		go lan.Run(ctx)
-		afterPass = func(r *seeder.Report) { lan.Publish(r.Index) }
+		afterPass = func(r *reconcile.Report) { lan.Publish(r.Index) }
 	}
 	// The endpoint needs the agent, whose status reports what the endpoint served.
-	var endpoint *mirror.Server
+	var ep *endpoint.Server
 	var a *agent.Agent
 	var pf *prefetch.Prefetcher
 	if f.prefetch && lan != nil {
-		pf = newPrefetcher(cfg, api, lan, func() *agent.Agent { return a }, func() *mirror.Server { return endpoint }, log)
+		pf = newPrefetcher(cfg, api, lan, func() *agent.Agent { return a }, func() *endpoint.Server { return ep }, log)
 		publish := afterPass
-		afterPass = func(r *seeder.Report) { publish(r); pf.Kick() }
+		afterPass = func(r *reconcile.Report) { publish(r); pf.Kick() }
 	} else if f.prefetch {
 		log.Warn("--prefetch needs --lan-index: nothing is prefetched")
 	}
 	a = agent.New(agent.Options{
 		AfterPass: afterPass,
 		Served: func() (int64, int64) {
-			if endpoint == nil {
+			if ep == nil {
 				return 0, 0
 			}
-			return endpoint.Served()
+			return ep.Served()
 		},
 		Config:   cfg,
 		Seeder:   c.seederOptions(cfg, nil, log),
 		StateDir: c.stateDir,
-		Dial:     func(ctx context.Context) (seeder.Node, error) { return api.client(ctx) },
+		Dial:     func(ctx context.Context) (node.Node, error) { return api.client(ctx) },
 		API:      kubo.Redact(api.addr),
 		Auth:     auth,
 		Log:      log,
@@ -173,7 +174,7 @@ func runAgent(ctx context.Context, args []string) error {
 	})
 	if httpLn != nil {
 		var stop func()
-		if endpoint, stop, err = startEndpoint(ctx, httpLn, f, a, api, lan, pf, cfg, log); err != nil {
+		if ep, stop, err = startEndpoint(ctx, httpLn, f, a, api, lan, pf, cfg, log); err != nil {
 			return err
 		}
 		defer stop()
@@ -190,7 +191,7 @@ func runAgent(ctx context.Context, args []string) error {
 
 // startEndpoint serves the loopback mirror endpoint on httpLn, and the LAN protocol when --lan-fetch
 // has the LAN index exchange to work with. stop closes the endpoint and keeps today's figures.
-func startEndpoint(ctx context.Context, httpLn net.Listener, f *agentFlags, a *agent.Agent, api *lazyKubo, lan *lanindex.Exchange, pf *prefetch.Prefetcher, cfg *alpmdb.Config, log *slog.Logger) (*mirror.Server, func(), error) {
+func startEndpoint(ctx context.Context, httpLn net.Listener, f *agentFlags, a *agent.Agent, api *lazyKubo, lan *lanindex.Exchange, pf *prefetch.Prefetcher, cfg *alpmdb.Config, log *slog.Logger) (*endpoint.Server, func(), error) {
 	var link *lanLink
 	ec := endpointConfig{
 		mirrorlist: f.mirrorlist, indexes: f.indexes, hedge: f.hedge, budget: f.budget,
@@ -219,7 +220,7 @@ func startEndpoint(ctx context.Context, httpLn net.Listener, f *agentFlags, a *a
 
 // newPrefetcher is --prefetch's: the agent and the endpoint it works with exist only after it (they
 // are handed over as getters), and are there before its first round.
-func newPrefetcher(cfg *alpmdb.Config, api *lazyKubo, lan *lanindex.Exchange, a func() *agent.Agent, endpoint func() *mirror.Server, log *slog.Logger) *prefetch.Prefetcher {
+func newPrefetcher(cfg *alpmdb.Config, api *lazyKubo, lan *lanindex.Exchange, a func() *agent.Agent, endpoint func() *endpoint.Server, log *slog.Logger) *prefetch.Prefetcher {
 	return prefetch.New(prefetch.Options{
 		Node:     func(ctx context.Context) (prefetch.Node, error) { return api.client(ctx) },
 		Index:    func() *alpmdb.Index { return a().Index() },
@@ -321,13 +322,13 @@ type endpointConfig struct {
 
 // endpointServer is the loopback mirror endpoint: the mirrors of the mirrorlist minus the endpoint's own
 // address, and an http.Server whose every wait is bounded.
-func endpointServer(ln net.Listener, ec endpointConfig, a *agent.Agent, api *lazyKubo, cfg *alpmdb.Config, log *slog.Logger) (*http.Server, *mirror.Server, error) {
-	mirrors, err := mirror.ReadMirrorlist(ec.mirrorlist)
+func endpointServer(ln net.Listener, ec endpointConfig, a *agent.Agent, api *lazyKubo, cfg *alpmdb.Config, log *slog.Logger) (*http.Server, *endpoint.Server, error) {
+	mirrors, err := endpoint.ReadMirrorlist(ec.mirrorlist)
 	if err != nil {
 		// A CacheServer needs no mirror; Server requests then fail with 502 and say why.
 		log.Warn("no mirrors for the endpoint: only CacheServer requests will be answered", "err", err)
 	}
-	mirrors, dropped := mirror.DropSelf(mirrors, ln.Addr())
+	mirrors, dropped := endpoint.DropSelf(mirrors, ln.Addr())
 	if len(dropped) > 0 {
 		log.Info("the endpoint's own address is not one of its mirrors", "dropped", dropped)
 	}
@@ -338,17 +339,17 @@ func endpointServer(ln net.Listener, ec endpointConfig, a *agent.Agent, api *laz
 	if ec.lan != nil {
 		discovered = ec.lan.Roots
 	}
-	endpoint := mirror.New(mirror.Options{
+	ep := endpoint.New(endpoint.Options{
 		Index: a.Index, Node: api, Seeded: a.Seeded, Discovered: discovered,
 		Metrics: func(w io.Writer) { agentMetrics(w, a, ec.lan, ec.prefetch) },
 		Mirrors: mirrors, Indexes: ec.indexes, Hedge: ec.hedge, Budget: ec.budget, SpoolDir: ec.spoolDir, Log: log,
 		Signatures: pacmanKeyring(cfg, log), Owner: ec.owner,
 		Served:    func(e alpmdb.Entry, c cid.Cid) { go dropCopies(api, ec.prefetch, e, c, log) },
-		Page:      func(ctx context.Context) mirror.PageData { return pageData(ctx, a, api, ec.lan) },
+		Page:      func(ctx context.Context) endpoint.PageData { return pageData(ctx, a, api, ec.lan) },
 		TallyFile: ec.tallyFile,
 	})
 	log.Info("mirror endpoint", "addr", ln.Addr().String(), "mirrors", len(mirrors), "indexes", len(ec.indexes))
-	return boundedServer(endpoint.ServeHTTP, a, log), endpoint, nil
+	return boundedServer(ep.ServeHTTP, a, log), ep, nil
 }
 
 // boundedServer serves h on the agent's behalf with every wait bounded: a header within 5 s, an idle
@@ -407,19 +408,19 @@ func agentMetrics(w io.Writer, a *agent.Agent, lan *lanindex.Exchange, pf *prefe
 		}
 		took = r.Duration
 	}
-	mirror.Metric(w, "pacman_ipfs_seeded_files", "gauge", "Cache files seeded after the last pass.", float64(files))
-	mirror.Metric(w, "pacman_ipfs_seeded_bytes", "gauge", "Bytes of the cache files seeded after the last pass.", float64(bytes))
-	mirror.Metric(w, "pacman_ipfs_passes_total", "counter", "Reconcile passes since the agent started.", float64(st.Passes))
-	mirror.Metric(w, "pacman_ipfs_last_pass_seconds", "gauge", "How long the last pass took.", took.Seconds())
+	endpoint.Metric(w, "pacman_ipfs_seeded_files", "gauge", "Cache files seeded after the last pass.", float64(files))
+	endpoint.Metric(w, "pacman_ipfs_seeded_bytes", "gauge", "Bytes of the cache files seeded after the last pass.", float64(bytes))
+	endpoint.Metric(w, "pacman_ipfs_passes_total", "counter", "Reconcile passes since the agent started.", float64(st.Passes))
+	endpoint.Metric(w, "pacman_ipfs_last_pass_seconds", "gauge", "How long the last pass took.", took.Seconds())
 	if lan != nil {
-		mirror.Metric(w, "pacman_ipfs_lan_indexes", "gauge", "Index roots found on the LAN neighbours.", float64(len(lan.Roots())))
-		mirror.Metric(w, "pacman_ipfs_lan_peers", "gauge", "Peers the node is connected to over LAN addresses (its mDNS neighbours).", float64(lan.LANPeers()))
+		endpoint.Metric(w, "pacman_ipfs_lan_indexes", "gauge", "Index roots found on the LAN neighbours.", float64(len(lan.Roots())))
+		endpoint.Metric(w, "pacman_ipfs_lan_peers", "gauge", "Peers the node is connected to over LAN addresses (its mDNS neighbours).", float64(lan.LANPeers()))
 		_, agents := lan.Agents()
-		mirror.Metric(w, "pacman_ipfs_lan_agents", "gauge", "LAN neighbours whose agent answers the LAN protocol.", float64(len(agents)))
+		endpoint.Metric(w, "pacman_ipfs_lan_agents", "gauge", "LAN neighbours whose agent answers the LAN protocol.", float64(len(agents)))
 	}
 	if pf != nil {
 		r := pf.Last()
-		mirror.Metric(w, "pacman_ipfs_prefetch_held_files", "gauge", "Upgrades held in the node after the last prefetch round.", float64(r.Held+r.Fetched))
-		mirror.Metric(w, "pacman_ipfs_prefetch_last_round_bytes", "gauge", "Bytes the last prefetch round fetched from the LAN.", float64(r.Bytes))
+		endpoint.Metric(w, "pacman_ipfs_prefetch_held_files", "gauge", "Upgrades held in the node after the last prefetch round.", float64(r.Held+r.Fetched))
+		endpoint.Metric(w, "pacman_ipfs_prefetch_last_round_bytes", "gauge", "Bytes the last prefetch round fetched from the LAN.", float64(r.Bytes))
 	}
 }

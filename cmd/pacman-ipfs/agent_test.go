@@ -16,9 +16,9 @@ import (
 	"time"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb/alpmtest"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo/kubotest"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo/kubotest"
 )
 
 var (
@@ -139,13 +139,13 @@ func (e *e2e) listen(t *testing.T, extra ...string) {
 // pinned lists our pins by file name.
 func (e *e2e) pinned(t *testing.T) []string {
 	t.Helper()
-	pins, err := e.client.Pins(context.Background(), seeder.PinPrefix)
+	pins, err := e.client.Pins(context.Background(), node.PinPrefix)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var names []string
 	for _, n := range pins {
-		names = append(names, strings.TrimPrefix(n, seeder.PinPrefix+"core/"))
+		names = append(names, strings.TrimPrefix(n, node.PinPrefix+"core/"))
 	}
 	slices.Sort(names)
 	return names
@@ -296,7 +296,7 @@ func TestAgentKilledWhileSeedingConverges(t *testing.T) {
 	e.sb.Pacman(t, "-S", "late")
 	within(t, 60*time.Second, "pins converge to the cache", func() bool { return slices.Equal(e.pinned(t), e.sb.CachedPackages(t)) })
 	// Every pin is complete in the node.
-	pins, _ := e.client.Pins(context.Background(), seeder.PinPrefix)
+	pins, _ := e.client.Pins(context.Background(), node.PinPrefix)
 	for c, name := range pins {
 		if out, err := e.node.TryIPFS(t, "refs", "-r", "--offline", c.String()); err != nil {
 			t.Errorf("%s (%s) is incomplete: %v %s", name, c, err, out)

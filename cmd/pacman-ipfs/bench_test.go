@@ -12,10 +12,10 @@ import (
 	"time"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/agent"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/control"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/memnode"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/agent/control"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/memnode"
 )
 
 // BenchmarkHookNotify: the wall time of the hook's notify client, as pacman runs it (a new process,
@@ -37,11 +37,11 @@ func BenchmarkHookNotify(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	node := memnode.New()
+	mn := memnode.New()
 	a := agent.New(agent.Options{
 		Config:   &alpmdb.Config{RootDir: "/", DBPath: filepath.Join(dir, "db") + "/", CacheDirs: []string{filepath.Join(dir, "pkg")}},
 		StateDir: filepath.Join(dir, "state"),
-		Dial:     func(context.Context) (seeder.Node, error) { return node, nil },
+		Dial:     func(context.Context) (node.Node, error) { return mn, nil },
 		Auth:     control.Authorizer{GID: -1},
 	})
 	ctx, cancel := context.WithCancel(context.Background())

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb/alpmtest"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo/kubotest"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo/kubotest"
 )
 
 // serveRepoIfAsked makes the test binary a plain mirror of one repo directory when the campus benchmark

@@ -12,8 +12,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/reconcile"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/sigcheck"
 )
 
@@ -86,11 +87,11 @@ func firstLine(path string) (string, error) {
 }
 
 // seederOptions are the seeder's options from the flags and pacman's configuration.
-func (c *common) seederOptions(cfg *alpmdb.Config, node seeder.Node, log *slog.Logger) seeder.Options {
-	opts := seeder.Options{
+func (c *common) seederOptions(cfg *alpmdb.Config, n node.Node, log *slog.Logger) reconcile.Options {
+	opts := reconcile.Options{
 		CacheDirs:     cfg.CacheDirs,
 		StateDir:      c.stateDir,
-		Node:          node,
+		Node:          n,
 		Log:           log,
 		IndexDir:      c.indexDir,
 		Architectures: cfg.Architectures,
@@ -102,8 +103,8 @@ func (c *common) seederOptions(cfg *alpmdb.Config, node seeder.Node, log *slog.L
 
 // pacmanKeyring returns what checks the signatures the sync dbs do not carry (pacman 7's repo-add)
 // against pacman's keyring, looked up each time: nil while there is none (before pacman-key --init).
-func pacmanKeyring(cfg *alpmdb.Config, log *slog.Logger) func() seeder.SigVerifier {
-	return func() seeder.SigVerifier {
+func pacmanKeyring(cfg *alpmdb.Config, log *slog.Logger) func() sigcheck.Verifier {
+	return func() sigcheck.Verifier {
 		kr, err := sigcheck.Find(cfg.GPGDir)
 		if err != nil {
 			log.Info("signatures the sync dbs do not carry are not used", "err", err)

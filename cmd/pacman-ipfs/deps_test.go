@@ -101,7 +101,7 @@ func TestDepsNotifyIsStatic(t *testing.T) {
 		if i := slices.IndexFunc(imps, func(s string) bool { return strings.HasPrefix(s, "ERROR:") }); i >= 0 {
 			t.Errorf("%s does not build without cgo: %s", p, strings.Join(imps[i:], " "))
 		}
-		for _, banned := range []string{goALPM, "github.com/ipfs/", "github.com/libp2p/", module + "/seeder/kubo", "testing", "C"} {
+		for _, banned := range []string{goALPM, "github.com/ipfs/", "github.com/libp2p/", module + "/seeder/node/kubo", "testing", "C"} {
 			if p == banned || strings.HasSuffix(banned, "/") && strings.HasPrefix(p, banned) {
 				t.Errorf("pacman-ipfs-notify links %s (imported by %v)", p, importers(pkgs, p))
 			}

@@ -19,10 +19,10 @@ import (
 	"time"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb/alpmtest"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo/kubotest"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/memnode"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo/kubotest"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/memnode"
 )
 
 // httpMirror serves a repo directory like an Arch mirror (/<repo>/os/<arch>/<file>) on loopback, keeps
@@ -211,10 +211,10 @@ func TestDownloadThroughTheEndpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	pinnedB := func() []string {
-		pins, _ := clientB.Pins(context.Background(), seeder.PinPrefix)
+		pins, _ := clientB.Pins(context.Background(), node.PinPrefix)
 		var names []string
 		for _, n := range pins {
-			names = append(names, strings.TrimPrefix(n, seeder.PinPrefix+"core/"))
+			names = append(names, strings.TrimPrefix(n, node.PinPrefix+"core/"))
 		}
 		slices.Sort(names)
 		return names

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb/alpmtest"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo/kubotest"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo/kubotest"
 )
 
 // endpointWorld is a seeder A (a kubo node whose cache was filled by real pacman from the mirror) and a

@@ -15,9 +15,10 @@ import (
 	"time"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb/alpmtest"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo/kubotest"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo/kubotest"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/reconcile"
 )
 
 // The agent SIGKILLed at random points of a long seeding, 50 times in a row: the state file is always
@@ -51,7 +52,7 @@ func TestFaultAgentKilled50Times(t *testing.T) {
 		time.Sleep(time.Duration(rng.IntN(400)) * time.Millisecond)
 		_ = cmd.Process.Signal(syscall.SIGKILL)
 		_ = cmd.Wait()
-		if b, err := os.ReadFile(filepath.Join(e.state, seeder.StateFile)); err == nil && !json.Valid(b) {
+		if b, err := os.ReadFile(filepath.Join(e.state, reconcile.StateFile)); err == nil && !json.Valid(b) {
 			t.Fatalf("kill %d left a torn state file (%d bytes)", i+1, len(b))
 		}
 	}
@@ -59,7 +60,7 @@ func TestFaultAgentKilled50Times(t *testing.T) {
 
 	startAgent(t, args[1:]...)
 	within(t, 60*time.Second, "pins converge to the cache", func() bool { return slices.Equal(e.pinned(t), e.sb.CachedPackages(t)) })
-	pins, err := e.client.Pins(t.Context(), seeder.PinPrefix)
+	pins, err := e.client.Pins(t.Context(), node.PinPrefix)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb/alpmtest"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo/kubotest"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo/kubotest"
 )
 
 // flood is what the flooding helper process does, as an unprivileged user: connections that never send

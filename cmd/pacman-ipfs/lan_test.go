@@ -21,8 +21,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb/alpmtest"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo/kubotest"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo/kubotest"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/prefetch"
 )
 
@@ -506,7 +506,7 @@ func TestLANPrefetchUpgrades(t *testing.T) {
 	// are the seeder's now and no prefetch pin is left.
 	within(t, 60*time.Second, "no prefetch pin left on B", func() bool {
 		out, err := b.ipfs("pin", "ls", "--type", "recursive", "--names")
-		return err == nil && !strings.Contains(out, prefetch.PinPrefix) && strings.Count(out, seeder.PinPrefix) == 4
+		return err == nil && !strings.Contains(out, prefetch.PinPrefix) && strings.Count(out, node.PinPrefix) == 4
 	})
 	t.Logf("B upgraded 2 packages from its prefetched blocks, with its neighbour gone and no mirror, in %s", took.Round(time.Millisecond))
 }

@@ -14,8 +14,8 @@ import (
 	"golang.org/x/net/netutil"
 
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/agent"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/endpoint"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/lanindex"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/mirror"
 )
 
 // lanLink joins this agent to its LAN neighbours' agents through the node's stream mounting
@@ -24,7 +24,7 @@ import (
 // neighbour over its connection to that peer. The agent itself never listens on the network.
 type lanLink struct {
 	api      *lazyKubo
-	endpoint *mirror.Server
+	endpoint *endpoint.Server
 	x        *lanindex.Exchange
 	ln       net.Listener
 	log      *slog.Logger
@@ -36,7 +36,7 @@ const maxLANConns = 64
 
 // startLANLink opens the LAN listener, serves endpoint.ServeLAN on it and keeps it registered with the
 // node until ctx ends.
-func startLANLink(ctx context.Context, api *lazyKubo, x *lanindex.Exchange, endpoint *mirror.Server, a *agent.Agent, log *slog.Logger) (*lanLink, error) {
+func startLANLink(ctx context.Context, api *lazyKubo, x *lanindex.Exchange, endpoint *endpoint.Server, a *agent.Agent, log *slog.Logger) (*lanLink, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("LAN listener: %w", err)

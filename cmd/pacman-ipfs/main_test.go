@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb/alpmtest"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo/kubotest"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo/kubotest"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/reconcile"
 )
 
 // The test binary doubles as the command (built with the same tags), so the tests run the real CLI with
@@ -120,7 +120,7 @@ func TestSyncWithNodeDown(t *testing.T) {
 	if r := cli(t, append([]string{"sync"}, flags...)...); r.code != 0 {
 		t.Fatalf("sync: %d %s", r.code, r.stderr)
 	}
-	before, err := os.ReadFile(filepath.Join(state, seeder.StateFile))
+	before, err := os.ReadFile(filepath.Join(state, reconcile.StateFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +135,7 @@ func TestSyncWithNodeDown(t *testing.T) {
 			t.Errorf("error does not mention %q:\n%s", want, r.stderr)
 		}
 	}
-	after, _ := os.ReadFile(filepath.Join(state, seeder.StateFile))
+	after, _ := os.ReadFile(filepath.Join(state, reconcile.StateFile))
 	if !bytes.Equal(before, after) {
 		t.Error("a failed sync changed the state file")
 	}

@@ -4,17 +4,20 @@ import (
 	"context"
 
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/agent"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/endpoint"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/lanindex"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/mirror"
 )
 
 // pageData is what the endpoint's status page shows of the agent: the node and its LAN peers, what
 // the last pass seeded, the LAN indexes followed. ctx bounds every call to the node (the endpoint gives
 // it a few seconds): a node that is down is shown as such. lan is nil without the LAN index exchange.
-func pageData(ctx context.Context, a *agent.Agent, api *lazyKubo, lan *lanindex.Exchange) mirror.PageData {
-	var d mirror.PageData
+func pageData(ctx context.Context, a *agent.Agent, api *lazyKubo, lan *lanindex.Exchange) endpoint.PageData {
+	var d endpoint.PageData
 	if r := a.Status().Last; r != nil {
-		d.Repos, d.LastPass = r.Repos, r.Started
+		d.Repos, d.LastPass = make(map[string]endpoint.Count, len(r.Repos)), r.Started
+		for repo, rc := range r.Repos {
+			d.Repos[repo] = endpoint.Count{Files: rc.Files, Bytes: rc.Bytes}
+		}
 	}
 	if lan != nil {
 		d.LANIndexes = lan.Roots()
@@ -28,9 +31,9 @@ func pageData(ctx context.Context, a *agent.Agent, api *lazyKubo, lan *lanindex.
 		d.Node.Error = err.Error()
 		return d
 	}
-	d.Node = mirror.PageNode{ID: n.ID, Version: n.Version}
+	d.Node = endpoint.PageNode{ID: n.ID, Version: n.Version}
 	for _, p := range n.LANPeers {
-		d.LANPeers = append(d.LANPeers, mirror.PagePeer{ID: p.ID, Addr: p.Addr})
+		d.LANPeers = append(d.LANPeers, endpoint.PagePeer{ID: p.ID, Addr: p.Addr})
 	}
 	return d
 }

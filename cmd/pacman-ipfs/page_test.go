@@ -16,7 +16,8 @@ import (
 	"time"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb/alpmtest"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/reconcile"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/units"
 )
 
 var screenshotTo = flag.String("page.screenshot", "", "also copy the status page's screenshot to this `file`")
@@ -34,7 +35,7 @@ func TestStatusPageInABrowser(t *testing.T) {
 	w.b.Pacman(t, "-Sy")
 	w.b.Pacman(t, "-S", "small", "other")
 	// B's agent seeds what pacman just put in its cache.
-	var seeded seeder.RepoCount
+	var seeded reconcile.RepoCount
 	within(t, 30*time.Second, "B's agent seeds both packages", func() bool {
 		if r := agentState(t, w.control).Last; r != nil {
 			seeded = r.Repos["core"]
@@ -47,8 +48,8 @@ func TestStatusPageInABrowser(t *testing.T) {
 	for _, want := range []string{
 		"<td>core</td>",
 		fmt.Sprintf(`<td class="n">%d</td>`, seeded.Files),
-		seeder.HumanBytes(seeded.Bytes),
-		`<td>Today</td><td class="n">` + seeder.HumanBytes(peerBytes) + "</td>",
+		units.HumanBytes(seeded.Bytes),
+		`<td>Today</td><td class="n">` + units.HumanBytes(peerBytes) + "</td>",
 		"<span class=\"good\">reachable</span>",
 		`href="/metrics"`,
 	} {

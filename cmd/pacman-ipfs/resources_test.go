@@ -13,11 +13,11 @@ import (
 	"time"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb/alpmtest"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/agent"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo/kubotest"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/nodetest"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo/kubotest"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/nodetest"
 )
 
 // procFigures reads a process's resident memory (KiB) and open descriptors.
@@ -94,9 +94,9 @@ func TestNoGrowthAcross1000NotifyCalls(t *testing.T) {
 		t.Skip("starts kubo and the agent")
 	}
 	conf := syntheticCache(t, 20)
-	node := kubotest.Start(t, kubotest.Options{})
+	kn := kubotest.Start(t, kubotest.Options{})
 	socket := filepath.Join(t.TempDir(), "c.sock")
-	startAgent(t, "--pacman-conf", conf, "--api", node.APIAddr, "--state-dir", t.TempDir(), "--listen", socket, "--quiet", "50ms")
+	startAgent(t, "--pacman-conf", conf, "--api", kn.APIAddr, "--state-dir", t.TempDir(), "--listen", socket, "--quiet", "50ms")
 	within(t, 30*time.Second, "the first pass", func() bool {
 		st, err := tryAgentState(socket)
 		return err == nil && st.Passes >= 1
@@ -130,17 +130,17 @@ func TestNoGrowthAcross1000NotifyCalls(t *testing.T) {
 func BenchmarkAgentResources(b *testing.B) {
 	alpmtest.Require(b)
 	conf := syntheticCache(b, 10000)
-	node := kubotest.Start(b, kubotest.Options{})
-	client, err := kubo.Dial(context.Background(), node.APIAddr)
+	kn := kubotest.Start(b, kubotest.Options{})
+	client, err := kubo.Dial(context.Background(), kn.APIAddr)
 	if err != nil {
 		b.Fatal(err)
 	}
 	socket := filepath.Join(b.TempDir(), "c.sock")
-	startAgent(b, "--pacman-conf", conf, "--api", node.APIAddr, "--state-dir", b.TempDir(), "--listen", socket, "--quiet", "50ms")
+	startAgent(b, "--pacman-conf", conf, "--api", kn.APIAddr, "--state-dir", b.TempDir(), "--listen", socket, "--quiet", "50ms")
 	within(b, 30*time.Second, "the agent", func() bool { _, err := tryAgentState(socket); return err == nil })
 	pid := agentState(b, socket).PID
 	kuboPID := 0
-	if out, err := exec.Command("pgrep", "-f", "IPFS_PATH="+node.RepoDir).Output(); err == nil {
+	if out, err := exec.Command("pgrep", "-f", "IPFS_PATH="+kn.RepoDir).Output(); err == nil {
 		kuboPID, _ = strconv.Atoi(strings.Fields(string(out))[0])
 	}
 	var peakRSS, peakFDs int
@@ -148,7 +148,7 @@ func BenchmarkAgentResources(b *testing.B) {
 	for {
 		rss, fds := procFigures(b, pid)
 		peakRSS, peakFDs = max(peakRSS, rss), max(peakFDs, fds)
-		pins, err := client.Pins(context.Background(), seeder.PinPrefix)
+		pins, err := client.Pins(context.Background(), node.PinPrefix)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -9,8 +9,8 @@ import (
 	"testing"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb/alpmtest"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo/kubotest"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo/kubotest"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/reconcile"
 )
 
 // Packages signed with a real key, pacman with SigLevel = Required on both machines: pacman fetches
@@ -79,7 +79,7 @@ func TestSignaturesRequiredThroughTheEndpoint(t *testing.T) {
 			if st.Seeded.Files != 5 {
 				t.Errorf("A seeds %d files, want 5 (3 packages, 2 signatures); refused %v", st.Seeded.Files, st.Refused)
 			}
-			i := slices.IndexFunc(st.Refused, func(n seeder.FileNote) bool { return strings.HasSuffix(n.Path, other.FileName()+".sig") })
+			i := slices.IndexFunc(st.Refused, func(n reconcile.FileNote) bool { return strings.HasSuffix(n.Path, other.FileName()+".sig") })
 			switch {
 			case i < 0:
 				t.Errorf("other's borrowed signature was not refused: %v", st.Refused)

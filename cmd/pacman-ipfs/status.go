@@ -12,25 +12,27 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pacman-ipfs/pacman-ipfs/seeder"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/agent"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/control"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/agent/control"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/reconcile"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/units"
 )
 
 // status is what `status --json` prints; the text form says the same.
 type status struct {
-	Agent     *agentStatus                `json:"agent"` // null when no agent answers
-	Node      nodeStatus                  `json:"node"`
-	LastSync  *syncStatus                 `json:"last_sync"`            // null before the first pass
-	Index     string                      `json:"index,omitempty"`      // /ipfs/<cid> of the mirror-shaped index of what is seeded
-	IndexName string                      `json:"index_name,omitempty"` // the IPNS name it is published under
-	Seeded    seeder.RepoCount            `json:"seeded"`
-	Repos     map[string]seeder.RepoCount `json:"repos"`
-	Dirs      []seeder.DirReport          `json:"cache_dirs"`
-	DBs       []seeder.DBReport           `json:"dbs"`
-	Refused   []seeder.FileNote           `json:"refused"`
-	Failed    []seeder.FileNote           `json:"failed"`
+	Agent     *agentStatus                   `json:"agent"` // null when no agent answers
+	Node      nodeStatus                     `json:"node"`
+	LastSync  *syncStatus                    `json:"last_sync"`            // null before the first pass
+	Index     string                         `json:"index,omitempty"`      // /ipfs/<cid> of the mirror-shaped index of what is seeded
+	IndexName string                         `json:"index_name,omitempty"` // the IPNS name it is published under
+	Seeded    reconcile.RepoCount            `json:"seeded"`
+	Repos     map[string]reconcile.RepoCount `json:"repos"`
+	Dirs      []reconcile.DirReport          `json:"cache_dirs"`
+	DBs       []reconcile.DBReport           `json:"dbs"`
+	Refused   []reconcile.FileNote           `json:"refused"`
+	Failed    []reconcile.FileNote           `json:"failed"`
 }
 
 type agentStatus struct {
@@ -89,7 +91,7 @@ func runStatus(ctx context.Context, args []string) error {
 	}); err != nil {
 		return err
 	}
-	st := status{Repos: map[string]seeder.RepoCount{}}
+	st := status{Repos: map[string]reconcile.RepoCount{}}
 	rep, note := agentReport(ctx, socket, &st)
 	addr, err := c.apiAddr()
 	if err != nil {
@@ -97,16 +99,16 @@ func runStatus(ctx context.Context, args []string) error {
 	}
 	st.Node.API = kubo.Redact(addr)
 	dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	node, err := kubo.Dial(dctx, addr)
+	kn, err := kubo.Dial(dctx, addr)
 	cancel()
 	if err != nil {
 		st.Node.Error = err.Error()
 	} else {
 		st.Node.Reachable = true
-		if err := st.Node.describe(ctx, node); err != nil {
+		if err := st.Node.describe(ctx, kn); err != nil {
 			st.Node.Error = err.Error()
 		}
-		if pins, err := node.Pins(ctx, seeder.PinPrefix); err == nil {
+		if pins, err := kn.Pins(ctx, node.PinPrefix); err == nil {
 			st.Node.Pins = len(pins)
 		} else {
 			st.Node.Error = err.Error()
@@ -114,7 +116,7 @@ func runStatus(ctx context.Context, args []string) error {
 	}
 	if st.Agent == nil {
 		var err error
-		if rep, err = seeder.ReadLastReport(c.stateDir); err != nil {
+		if rep, err = reconcile.ReadLastReport(c.stateDir); err != nil {
 			note = err.Error()
 		}
 	}
@@ -160,7 +162,7 @@ func (n *nodeStatus) describe(ctx context.Context, node *kubo.Client) error {
 }
 
 // agentReport asks a running agent for its status; without one it returns nothing and no note.
-func agentReport(ctx context.Context, socket string, st *status) (*seeder.Report, string) {
+func agentReport(ctx context.Context, socket string, st *status) (*reconcile.Report, string) {
 	actx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	as, err := agent.AskStatus(actx, socket)
@@ -187,7 +189,7 @@ func printStatus(w io.Writer, st *status) {
 		}
 		if total := a.FromPeers + a.FromMirrors; total > 0 {
 			fmt.Fprintf(w, "endpoint:  %s to pacman, %.0f%% from peers (%s), the rest from mirrors\n",
-				seeder.HumanBytes(total), 100*float64(a.FromPeers)/float64(total), seeder.HumanBytes(a.FromPeers))
+				units.HumanBytes(total), 100*float64(a.FromPeers)/float64(total), units.HumanBytes(a.FromPeers))
 		}
 	} else {
 		fmt.Fprintln(w, "agent:     not running (reading the state directory)")
@@ -219,10 +221,10 @@ func printStatus(w io.Writer, st *status) {
 		state = "not converged: see failed below"
 	}
 	fmt.Fprintf(w, "last sync: %s, %.1fs, %s\n", ls.Started.Local().Format(time.DateTime), ls.Seconds, state)
-	fmt.Fprintf(w, "seeded:    %d files, %s\n", st.Seeded.Files, seeder.HumanBytes(st.Seeded.Bytes))
+	fmt.Fprintf(w, "seeded:    %d files, %s\n", st.Seeded.Files, units.HumanBytes(st.Seeded.Bytes))
 	for _, name := range slices.Sorted(maps.Keys(st.Repos)) {
 		rc := st.Repos[name]
-		fmt.Fprintf(w, "  %-12s %6d files %12s\n", name, rc.Files, seeder.HumanBytes(rc.Bytes))
+		fmt.Fprintf(w, "  %-12s %6d files %12s\n", name, rc.Files, units.HumanBytes(rc.Bytes))
 	}
 	for _, d := range st.Dirs {
 		mode := "copy"
@@ -231,7 +233,7 @@ func printStatus(w io.Writer, st *status) {
 		}
 		fmt.Fprintf(w, "cache:     %s: %s (%s)\n", d.Dir, mode, d.Why)
 	}
-	fmt.Fprintf(w, "stored twice: %s (bytes of the cache copied into the node's repo)\n", seeder.HumanBytes(ls.CopiedBytes))
+	fmt.Fprintf(w, "stored twice: %s (bytes of the cache copied into the node's repo)\n", units.HumanBytes(ls.CopiedBytes))
 	if ls.BrokenRefs > 0 || ls.RepairedRefs > 0 {
 		fmt.Fprintf(w, "zero copy: %d broken references (blocks read from files that left the cache), %d pins re-added to repair them\n",
 			ls.BrokenRefs, ls.RepairedRefs)

@@ -9,8 +9,9 @@ import (
 	"os"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/reconcile"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/units"
 )
 
 func runSync(ctx context.Context, args []string) error {
@@ -40,7 +41,7 @@ func runSync(ctx context.Context, args []string) error {
 	}
 	opts := c.seederOptions(cfg, node, log)
 	opts.Progress = terminal(os.Stderr)
-	s := seeder.New(opts)
+	s := reconcile.New(opts)
 	rep, err := s.Sync(ctx, ix)
 	printSummary(os.Stdout, rep)
 	if err != nil {
@@ -55,9 +56,9 @@ func runSync(ctx context.Context, args []string) error {
 	return nil
 }
 
-func printSummary(w io.Writer, r *seeder.Report) {
+func printSummary(w io.Writer, r *reconcile.Report) {
 	fmt.Fprintf(w, "added %d (%s), already seeded %d, unpinned %d, refused %d, failed %d, in %s\n",
-		r.Added, seeder.HumanBytes(r.AddedBytes), r.Seeded, r.Unpinned, len(r.Refused), len(r.Failed), r.Duration.Round(1e6))
+		r.Added, units.HumanBytes(r.AddedBytes), r.Seeded, r.Unpinned, len(r.Refused), len(r.Failed), r.Duration.Round(1e6))
 	for _, d := range r.Dirs {
 		mode := "copied into the node"
 		if d.NoCopy {
@@ -80,7 +81,7 @@ func printSummary(w io.Writer, r *seeder.Report) {
 	printNotes(w, "failed", r.Failed)
 }
 
-func printNotes(w io.Writer, title string, notes []seeder.FileNote) {
+func printNotes(w io.Writer, title string, notes []reconcile.FileNote) {
 	if len(notes) == 0 {
 		return
 	}

@@ -1,9 +1,9 @@
 // Package agent keeps the node in step with pacman's caches as a long-running service: it watches every
 // CacheDir and the sync db directory, coalesces bursts of events into few reconcile passes, answers the
-// control socket (seeder/control), and speaks systemd's notify protocol (READY, STATUS, STOPPING,
+// control socket (seeder/agent/control), and speaks systemd's notify protocol (READY, STATUS, STOPPING,
 // WATCHDOG).
 //
-// Events only schedule a pass; a pass always reconciles everything (seeder.Seeder.Sync), so a lost event,
+// Events only schedule a pass; a pass always reconciles everything (reconcile.Seeder.Sync), so a lost event,
 // an inotify overflow, a replaced directory, a restart or a crash is healed by the next pass, never
 // remembered.
 package agent
@@ -29,8 +29,10 @@ import (
 	"github.com/ipfs/go-cid"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/control"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/agent/control"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/reconcile"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/units"
 )
 
 // maxBackoff bounds the wait between retries of a failing pass. A retry costs a connection attempt and
@@ -42,10 +44,10 @@ type Options struct {
 	Config *alpmdb.Config
 	// Seeder is the seeder's configuration; the agent fills in Node. When its CacheDirs is empty the
 	// Config's are used.
-	Seeder   seeder.Options
+	Seeder   reconcile.Options
 	StateDir string
 	// Dial connects to the IPFS node. The agent calls it again, with backoff, while it fails.
-	Dial func(ctx context.Context) (seeder.Node, error)
+	Dial func(ctx context.Context) (node.Node, error)
 	API  string // the node's address with credentials removed, for messages
 	Auth control.Authorizer
 	Log  *slog.Logger
@@ -58,7 +60,7 @@ type Options struct {
 	// Rewatch is how often a CacheDir or the sync dir that is missing is looked for again. Default 2 s.
 	Rewatch time.Duration
 	// AfterPass, when set, is called with the report of every pass that finished.
-	AfterPass func(*seeder.Report)
+	AfterPass func(*reconcile.Report)
 	// Served, when set, says how many package bytes the mirror endpoint handed to pacman from peers and
 	// from mirrors since the agent started, for Status.
 	Served func() (peers, mirrors int64)
@@ -126,19 +128,19 @@ func (a *Agent) Seeded(sum [sha256.Size]byte) (cid.Cid, bool) {
 
 // Status is the agent's answer to a status request.
 type Status struct {
-	PID        int            `json:"pid"`
-	Started    time.Time      `json:"started"`
-	State      string         `json:"state"` // "starting", "idle", "pending", "reconciling", "waiting"
-	Passes     int            `json:"passes"`
-	Events     int            `json:"events"`
-	Overflows  int            `json:"overflows"` // inotify queue overflows, each healed by a full pass
-	Goroutines int            `json:"goroutines"`
-	LastError  string         `json:"last_error,omitempty"`
-	NextRetry  *time.Time     `json:"next_retry,omitempty"`
-	Watching   []string       `json:"watching"`
-	Missing    []string       `json:"missing,omitempty"` // watched paths that do not exist (yet)
-	API        string         `json:"api"`
-	Last       *seeder.Report `json:"last_pass,omitempty"`
+	PID        int               `json:"pid"`
+	Started    time.Time         `json:"started"`
+	State      string            `json:"state"` // "starting", "idle", "pending", "reconciling", "waiting"
+	Passes     int               `json:"passes"`
+	Events     int               `json:"events"`
+	Overflows  int               `json:"overflows"` // inotify queue overflows, each healed by a full pass
+	Goroutines int               `json:"goroutines"`
+	LastError  string            `json:"last_error,omitempty"`
+	NextRetry  *time.Time        `json:"next_retry,omitempty"`
+	Watching   []string          `json:"watching"`
+	Missing    []string          `json:"missing,omitempty"` // watched paths that do not exist (yet)
+	API        string            `json:"api"`
+	Last       *reconcile.Report `json:"last_pass,omitempty"`
 	// Package bytes the endpoint handed to pacman since the agent started, by source.
 	FromPeers   int64 `json:"from_peers_bytes"`
 	FromMirrors int64 `json:"from_mirrors_bytes"`
@@ -219,7 +221,7 @@ func (a *Agent) touch() {
 // and on failure retries with backoff.
 func (a *Agent) loop(ctx context.Context) {
 	var (
-		s       *seeder.Seeder
+		s       *reconcile.Seeder
 		ready   bool
 		backoff time.Duration
 		retry   <-chan time.Time
@@ -296,7 +298,7 @@ func (a *Agent) settle(ctx context.Context) bool {
 
 // pass runs one reconcile, connecting to the node where needed. The sync dbs are reloaded when one of
 // them changed on disk, which a db replaced behind the watcher's back cannot escape either.
-func (a *Agent) pass(ctx context.Context, s **seeder.Seeder) error {
+func (a *Agent) pass(ctx context.Context, s **reconcile.Seeder) error {
 	if *s == nil {
 		node, err := a.opts.Dial(ctx)
 		if err != nil {
@@ -310,7 +312,7 @@ func (a *Agent) pass(ctx context.Context, s **seeder.Seeder) error {
 			opts.StateDir = a.opts.StateDir
 		}
 		opts.Node, opts.Log = node, a.log
-		*s = seeder.New(opts)
+		*s = reconcile.New(opts)
 	}
 	ix, err := a.loadIndex(ctx)
 	if err != nil {
@@ -351,7 +353,7 @@ func (a *Agent) summary() string {
 		bytes += rc.Bytes
 	}
 	return fmt.Sprintf("seeding %d files (%s); last pass %s: %d added, %d unpinned, %d refused",
-		files, seeder.HumanBytes(bytes), r.Started.Format("15:04:05"), r.Added, r.Unpinned, len(r.Refused))
+		files, units.HumanBytes(bytes), r.Started.Format("15:04:05"), r.Added, r.Unpinned, len(r.Refused))
 }
 
 func (a *Agent) setState(state string, next *time.Time) {

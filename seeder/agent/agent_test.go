@@ -17,13 +17,13 @@ import (
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb"
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb/alpmtest"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/agent"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/control"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo/kubotest"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/memnode"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/nodetest"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/agent/control"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo/kubotest"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/memnode"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/nodetest"
 )
 
 // world is a pacman DBPath and CacheDir in a temp dir, a sync db written in repo-add's format, an
@@ -56,7 +56,7 @@ func newWorld(t *testing.T, mutate func(*agent.Options)) *world {
 	opts := agent.Options{
 		Config:   cfg,
 		StateDir: filepath.Join(root, "state"),
-		Dial:     func(context.Context) (seeder.Node, error) { return w.node, nil },
+		Dial:     func(context.Context) (node.Node, error) { return w.node, nil },
 		API:      "memnode",
 		Auth:     control.Authorizer{GID: -1},
 		Quiet:    100 * time.Millisecond,
@@ -123,13 +123,13 @@ func (w *world) put(t *testing.T, file string, data []byte) string {
 
 func (w *world) pins(t *testing.T) map[string]string {
 	t.Helper()
-	p, err := w.node.Pins(context.Background(), seeder.PinPrefix)
+	p, err := w.node.Pins(context.Background(), node.PinPrefix)
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := map[string]string{}
 	for c, name := range p {
-		out[strings.TrimPrefix(name, seeder.PinPrefix+"core/")] = c.String()
+		out[strings.TrimPrefix(name, node.PinPrefix+"core/")] = c.String()
 	}
 	return out
 }
@@ -167,7 +167,7 @@ func TestWatcherSeedsAndUnseeds(t *testing.T) {
 	pa := w.put(t, a, adata)
 	pb := w.put(t, b, bdata)
 	eventually(t, "both seeded", func() bool { return len(w.pins(t)) == 2 })
-	if got, want := w.pins(t)[a], seeder.RawCID(sha256.Sum256(adata)).String(); got != want {
+	if got, want := w.pins(t)[a], node.RawCID(sha256.Sum256(adata)).String(); got != want {
 		t.Errorf("a pinned as %s, want %s", got, want)
 	}
 
@@ -222,7 +222,7 @@ func TestNewSyncDBMakesFileVerifiable(t *testing.T) {
 func TestCacheDirReplaced(t *testing.T) {
 	for _, onKubo := range []bool{false, true} {
 		t.Run(map[bool]string{false: "memnode", true: "kubo"}[onKubo], func(t *testing.T) {
-			var node seeder.Node
+			var nd node.Node
 			mutate := func(*agent.Options) {}
 			if onKubo {
 				if testing.Short() {
@@ -233,15 +233,15 @@ func TestCacheDirReplaced(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				node = c
-				mutate = func(o *agent.Options) { o.Dial = func(context.Context) (seeder.Node, error) { return c, nil } }
+				nd = c
+				mutate = func(o *agent.Options) { o.Dial = func(context.Context) (node.Node, error) { return c, nil } }
 			}
 			w := newWorld(t, mutate)
-			if node == nil {
-				node = w.node
+			if nd == nil {
+				nd = w.node
 			}
 			pins := func() int {
-				p, err := node.Pins(context.Background(), seeder.PinPrefix)
+				p, err := nd.Pins(context.Background(), node.PinPrefix)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -272,7 +272,7 @@ func TestNodeDownIsRetried(t *testing.T) {
 	down := true
 	var w *world
 	w = newWorld(t, func(o *agent.Options) {
-		o.Dial = func(context.Context) (seeder.Node, error) {
+		o.Dial = func(context.Context) (node.Node, error) {
 			mu.Lock()
 			defer mu.Unlock()
 			if down {
@@ -291,7 +291,7 @@ func TestNodeDownIsRetried(t *testing.T) {
 	mu.Lock()
 	down = false
 	mu.Unlock()
-	eventually(t, "seeded once the node is back", func() bool { return len(w.pins(t)) == 1 })
+	eventually(t, "seeded once the nd is back", func() bool { return len(w.pins(t)) == 1 })
 	eventually(t, "the error cleared", func() bool { st := w.status(t); return st.LastError == "" && st.State == "idle" })
 }
 

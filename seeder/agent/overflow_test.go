@@ -11,10 +11,10 @@ import (
 	"time"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb/alpmtest"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/agent"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/kubo/kubotest"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo/kubotest"
 )
 
 // A burst of 3,000 new files on a kernel whose inotify queue holds a single event: the queue overflows,
@@ -50,13 +50,13 @@ func TestOverflowAndBurstOf3000(t *testing.T) {
 	}
 	t.Cleanup(restore)
 
-	node := kubotest.Start(t, kubotest.Options{})
-	client, err := kubo.Dial(context.Background(), node.APIAddr)
+	kn := kubotest.Start(t, kubotest.Options{})
+	client, err := kubo.Dial(context.Background(), kn.APIAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	w := newWorld(t, func(o *agent.Options) {
-		o.Dial = func(context.Context) (seeder.Node, error) { return client, nil }
+		o.Dial = func(context.Context) (node.Node, error) { return client, nil }
 		o.MaxDelay = 5 * time.Second
 	})
 	files := map[string][]byte{}
@@ -72,7 +72,7 @@ func TestOverflowAndBurstOf3000(t *testing.T) {
 		w.put(t, f, d)
 	}
 	pinned := func() int {
-		p, err := client.Pins(context.Background(), seeder.PinPrefix)
+		p, err := client.Pins(context.Background(), node.PinPrefix)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -24,10 +24,10 @@ import (
 	"github.com/ipfs/go-cid"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node"
 )
 
-// PinPrefix names the prefetched pins. It is not seeder.PinPrefix: the seeder's passes must not take
+// PinPrefix names the prefetched pins. It is not node.PinPrefix: the seeder's passes must not take
 // them for pins of files that left the cache.
 const PinPrefix = "pacman-ipfs-prefetch:"
 
@@ -217,7 +217,7 @@ func (p *Prefetcher) Round(ctx context.Context) (Report, error) {
 // find looks the package up under the neighbours' index roots. A package of at most one chunk has one
 // CID only, from its sha256: an index that says otherwise is not followed.
 func (p *Prefetcher) find(ctx context.Context, n Node, roots []string, e alpmdb.Entry) cid.Cid {
-	arch := seeder.ArchDirs(e.FileName, p.opts.Architectures)[0]
+	arch := alpmdb.ArchDirs(e.FileName, p.opts.Architectures)[0]
 	for _, root := range roots {
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		c, err := n.Resolve(rctx, fmt.Sprintf("%s/%s/os/%s/%s", strings.TrimRight(root, "/"), e.Repo, arch, e.FileName))
@@ -231,7 +231,7 @@ func (p *Prefetcher) find(ctx context.Context, n Node, roots []string, e alpmdb.
 		if skip {
 			continue
 		}
-		if e.Size <= int64(seeder.Import().ChunkSize) && !c.Equals(seeder.RawCID(e.SHA256)) {
+		if e.Size <= int64(node.Import().ChunkSize) && !c.Equals(node.RawCID(e.SHA256)) {
 			p.opts.Log.Warn("a neighbour's index maps a package to other content", "root", root, "file", e.FileName, "cid", c.String())
 			continue
 		}

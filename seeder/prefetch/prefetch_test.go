@@ -13,8 +13,8 @@ import (
 	mh "github.com/multiformats/go-multihash"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/nodetest"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/nodetest"
 )
 
 // fakeNode is the pure logic's double: TestLANPrefetchUpgrades (cmd/pacman-ipfs) prefetches between
@@ -75,12 +75,12 @@ func TestRound(t *testing.T) {
 	n := &fakeNode{
 		paths: map[string]cid.Cid{
 			root + "/core/os/x86_64/big-2-1-x86_64.pkg.tar.zst":  dagCID(1),
-			root + "/core/os/x86_64/liar-2-1-x86_64.pkg.tar.zst": dagCID(2),                           // other content
-			root + "/core/os/x86_64/small-2-1-any.pkg.tar.zst":   seeder.RawCID(sha256.Sum256(small)), // "any": under the machine's arch
-			root + "/core/os/x86_64/fake-2-1-any.pkg.tar.zst":    dagCID(3),                           // one chunk has one CID only
+			root + "/core/os/x86_64/liar-2-1-x86_64.pkg.tar.zst": dagCID(2),                         // other content
+			root + "/core/os/x86_64/small-2-1-any.pkg.tar.zst":   node.RawCID(sha256.Sum256(small)), // "any": under the machine's arch
+			root + "/core/os/x86_64/fake-2-1-any.pkg.tar.zst":    dagCID(3),                         // one chunk has one CID only
 		},
-		data: map[cid.Cid][]byte{dagCID(1): big, dagCID(2): other, seeder.RawCID(sha256.Sum256(small)): small, dagCID(3): small},
-		pins: map[cid.Cid]string{dagCID(9): PinPrefix + "core/old-1-1-x86_64.pkg.tar.zst", dagCID(8): seeder.PinPrefix + "core/seeded"},
+		data: map[cid.Cid][]byte{dagCID(1): big, dagCID(2): other, node.RawCID(sha256.Sum256(small)): small, dagCID(3): small},
+		pins: map[cid.Cid]string{dagCID(9): PinPrefix + "core/old-1-1-x86_64.pkg.tar.zst", dagCID(8): node.PinPrefix + "core/seeded"},
 	}
 	trusted := map[[32]byte]cid.Cid{}
 	upgrades := []string{}

@@ -22,6 +22,15 @@ import (
 // MaxSize bounds a detached signature: real ones are a few hundred bytes.
 const MaxSize = 16 << 10
 
+// Verifier checks a detached signature over a package's bytes. Keyring is the one implementation; the
+// reconcile and the endpoint take a func returning one, asked again each time, so that a keyring made later
+// (pacman-key --init) is used from then on, and nil while there is none.
+type Verifier interface {
+	Verify(ctx context.Context, sig []byte, data io.Reader) error
+}
+
+var _ Verifier = (*Keyring)(nil)
+
 // Keyring verifies detached signatures with gpgv against one keyring file.
 type Keyring struct {
 	Path string // the keyring file, e.g. /etc/pacman.d/gnupg/pubring.gpg

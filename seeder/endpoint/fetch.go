@@ -1,0 +1,286 @@
+package endpoint
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/ipfs/go-cid"
+
+	"github.com/pacman-ipfs/pacman-ipfs/alpmdb"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node"
+)
+
+// pacman 6.0 keeps what a failed download wrote (<file>.part) and resumes it from its next server with
+// "Range: bytes=N-": a wrong byte that reaches pacman cannot be taken back, even when the transfer is
+// aborted before the end. So a package's bytes go to pacman only once they are known to be right:
+//
+//   - from IPFS under a trusted CID, as they arrive: kubo checks every block against its CID, and the CID
+//     follows from the db's sha256 (one block, at most 1 MiB), or this machine computed it from a file it
+//     verified (it seeds the package), or this endpoint checked it once already (see below);
+//   - from IPFS under a CID that only an index claims: the whole file is fetched into the node and hashed
+//     first, then streamed from the node's own blocks; the CID is trusted from then on;
+//   - from a mirror: the whole file is spooled to disk and hashed first; a mismatch tries the next mirror.
+//
+// pacman gives up on a server that sends nothing for 10 seconds, so checking has a budget (Budget,
+// default 6 s from the request). A mirror download still running when it runs out is streamed from then
+// on, unchecked, exactly as pacman would have fetched it from that mirror itself; an unchecked IPFS
+// download is dropped for the mirrors.
+
+// body is a package's bytes from one source, ready for pacman.
+type body struct {
+	source   string // "ipfs", or the mirror's host
+	r        io.ReadCloser
+	verified bool // known right before the first byte is sent; false only for a mirror streamed past the budget
+	// spooled: r reads a spool file this endpoint wrote and hashed whole: hashing it again on the way
+	// to pacman would check nothing new.
+	spooled bool
+	cid     cid.Cid // the IPFS file it came from; undefined for a mirror
+}
+
+// lookup finds the package's CID and says whether it can be trusted before its bytes are hashed.
+func (s *Server) lookup(ctx context.Context, req Request, e alpmdb.Entry) (c cid.Cid, trusted bool) {
+	if e.Size <= int64(node.Import().ChunkSize) {
+		return node.RawCID(e.SHA256), true
+	}
+	if s.opts.Seeded != nil {
+		if c, ok := s.opts.Seeded(e.SHA256); ok {
+			return c, true
+		}
+	}
+	if v, ok := s.checked.Load(e.SHA256); ok {
+		return v.(cid.Cid), true
+	}
+	return s.fromIndexes(ctx, req), false
+}
+
+// result is what a source goroutine of the race reports.
+type result struct {
+	name string
+	b    *body
+	err  error
+}
+
+// race gets the package from IPFS and, unless peersOnly, from the mirrors: IPFS starts first; the
+// mirrors start when IPFS has delivered nothing within the hedge delay, or fails. The first body ready
+// to go to pacman wins and the other source is cancelled.
+func (s *Server) race(ctx context.Context, req Request, e alpmdb.Entry, peersOnly bool) (*body, error) {
+	deadline := time.Now().Add(s.opts.Budget)
+	ctx, cancelAll := context.WithCancel(ctx)
+	results := make(chan result, 2)
+	progress := make(chan struct{}, 1)
+	running := 0
+	cancels := map[string]context.CancelFunc{}
+	start := func(name string, get func(context.Context) (*body, error)) {
+		sctx, cancel := context.WithCancel(ctx)
+		cancels[name] = cancel
+		running++
+		go func() {
+			b, err := get(sctx)
+			results <- result{name, b, err}
+		}()
+	}
+	mirrors := func(ctx context.Context) (*body, error) { return s.fromMirrors(ctx, req, e, deadline) }
+	startMirrors := func() {
+		if !peersOnly && cancels["mirror"] == nil {
+			start("mirror", mirrors)
+		}
+	}
+	var hedge <-chan time.Time
+	if c, trusted := s.lookup(ctx, req, e); c.Defined() {
+		start("ipfs", func(ctx context.Context) (*body, error) { return s.fromIPFS(ctx, e, c, trusted, deadline, progress) })
+		hedge = time.After(s.opts.Hedge)
+	} else {
+		startMirrors()
+	}
+	var errs []error
+	ipfsProgress := false
+	// Past the budget only a mirror already streaming may still win; IPFS, or a peer still being
+	// looked for, has lost.
+	late := time.NewTimer(time.Until(deadline) + time.Second)
+	defer late.Stop()
+	for running > 0 {
+		select {
+		case <-late.C:
+			cancelAll()
+			go drain(results, running)
+			return nil, errors.Join(append(errs, fmt.Errorf("nothing ready within %s", s.opts.Budget))...)
+		case <-hedge:
+			hedge = nil
+			if peersOnly {
+				// Nothing from any peer within the hedge delay: a fast "no", so pacman moves on.
+				cancelAll()
+				go drain(results, running)
+				return nil, errNoSource
+			}
+			if cancels["mirror"] == nil {
+				s.metrics.hedges.Add(1)
+			}
+			startMirrors()
+		case <-progress:
+			ipfsProgress = true
+			hedge = nil // IPFS is delivering: no second download unless it fails
+		case res := <-results:
+			running--
+			if res.err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", res.name, res.err))
+				if res.name == "ipfs" {
+					hedge = nil
+					if !peersOnly && cancels["mirror"] == nil {
+						s.metrics.fallbacks.Add(1)
+					}
+					startMirrors()
+				}
+				if res.name == "mirror" && !ipfsProgress {
+					// Every mirror failed and no peer has sent a byte: nobody is coming.
+					cancelAll()
+					go drain(results, running)
+					return nil, errors.Join(errs...)
+				}
+				continue
+			}
+			for name, cancel := range cancels {
+				if name != res.name {
+					cancel()
+				}
+			}
+			go drain(results, running)
+			res.b.r = &cancelOnClose{ReadCloser: res.b.r, cancel: cancelAll}
+			return res.b, nil
+		}
+	}
+	cancelAll()
+	if len(errs) == 0 {
+		return nil, errNoSource
+	}
+	return nil, errors.Join(errs...)
+}
+
+// errNoSource: no peer is known to have the package, and the mirrors are not asked.
+var errNoSource = errors.New("no peer is known to have it")
+
+// drain closes what the losers of a race still deliver.
+func drain(results <-chan result, left int) {
+	for ; left > 0; left-- {
+		if r := <-results; r.b != nil {
+			r.b.r.Close()
+		}
+	}
+}
+
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c *cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
+}
+
+// fromIPFS gets the package from the node. Under a trusted CID it is ready at its first bytes; otherwise
+// it is fetched whole and hashed first, by the deadline.
+func (s *Server) fromIPFS(ctx context.Context, e alpmdb.Entry, c cid.Cid, trusted bool, deadline time.Time, progress chan<- struct{}) (*body, error) {
+	catCtx := ctx
+	if !trusted {
+		var cancel context.CancelFunc
+		catCtx, cancel = context.WithDeadline(ctx, deadline)
+		defer cancel()
+	}
+	r, err := s.opts.Node.Cat(catCtx, c)
+	if err != nil {
+		return nil, err
+	}
+	// kubo answers a cat once it holds the file's root block: a peer has the file and its blocks are
+	// coming. That is progress enough to hold the mirrors back (a failure, or the budget for a CID only
+	// an index gave, still brings them in); waiting for the first bytes of a large file behind the
+	// other downloads of the same upgrade would start mirror downloads that are thrown away.
+	progress <- struct{}{}
+	first := make([]byte, 32<<10)
+	n, err := io.ReadAtLeast(r, first, 1)
+	if err != nil {
+		r.Close()
+		return nil, err
+	}
+	if trusted {
+		return &body{source: "ipfs", r: prefixed(first[:n], r), verified: true, cid: c}, nil
+	}
+	// Only an index says this CID is the package: fetch it whole, spooled and hashed, and serve the spool
+	// once it matched (one read from the node, not a second one for pacman).
+	spool, err := s.newSpool()
+	if err != nil {
+		r.Close()
+		return nil, err
+	}
+	h := sha256.New()
+	w := io.MultiWriter(h, spool)
+	w.Write(first[:n])
+	got, err := io.Copy(w, io.LimitReader(r, e.Size+1))
+	r.Close()
+	fail := func(err error) (*body, error) { spool.Close(); return nil, err }
+	switch {
+	case err != nil && catCtx.Err() != nil && ctx.Err() == nil:
+		return fail(fmt.Errorf("%s not fetched and checked within %s: %w", c, s.opts.Budget, err))
+	case err != nil:
+		return fail(err)
+	case int64(n)+got != e.Size || [sha256.Size]byte(h.Sum(nil)) != e.SHA256:
+		s.metrics.verifyFailed.Add(1)
+		s.log.Warn("an index maps the package to other content", "file", e.FileName, "cid", c.String())
+		return fail(fmt.Errorf("%w: the index's CID %s is not this package", ErrMismatch, c))
+	}
+	s.checked.Store(e.SHA256, c)
+	if _, err := spool.Seek(0, io.SeekStart); err != nil {
+		return fail(err)
+	}
+	return &body{source: "ipfs", r: spool, verified: true, spooled: true, cid: c}, nil
+}
+
+// upstream sends a request to a mirror, with the headers of r that a mirror needs (none when r is nil),
+// marked with the Via token.
+func (s *Server) upstream(ctx context.Context, method, u string, r *http.Request) (*http.Response, error) {
+	hr, err := http.NewRequestWithContext(ctx, method, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	if r != nil {
+		for _, h := range []string{"If-Modified-Since", "If-None-Match", "Range", "User-Agent"} {
+			if v := r.Header.Get(h); v != "" {
+				hr.Header.Set(h, v)
+			}
+		}
+	}
+	hr.Header.Add("Via", "1.1 "+viaToken)
+	return s.opts.Client.Do(hr)
+}
+
+func hostOf(u string) string {
+	if pu, err := url.Parse(u); err == nil {
+		return pu.Host
+	}
+	return "?"
+}
+
+type joined struct {
+	io.Reader
+	closers []io.Closer
+}
+
+func (j *joined) Close() error {
+	var errs []error
+	for _, c := range j.closers {
+		errs = append(errs, c.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// prefixed is first, then the rest of r.
+func prefixed(first []byte, r io.ReadCloser) io.ReadCloser {
+	return &joined{Reader: io.MultiReader(bytes.NewReader(first), r), closers: []io.Closer{r}}
+}

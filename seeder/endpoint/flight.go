@@ -1,0 +1,403 @@
+package endpoint
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/pacman-ipfs/pacman-ipfs/alpmdb"
+)
+
+// A flight is one download of a package from upstream into a spool file, shared by every request for
+// it while it runs: pacman's own (ParallelDownloads, a retry, a second pacman) and the LAN neighbours'
+// (ServeLAN). So when several machines of a LAN want the same package at the same moment and no peer
+// has it yet, it crosses the uplink once: the machine elected for it (Options.Owner) fetches it from its
+// mirrors and streams it to the others as it arrives (cut-through), and every machine still checks the
+// whole file against its own sync db.
+//
+// Upstream is the elected neighbour first when it is not this machine, then the mirrors in order. A
+// source whose bytes do not match the db is dropped and the next one starts a new spool (a new
+// generation: readers of the old one fail). A finished flight stays a while (flightKeep) for requests
+// that come a little later: a neighbour that saw the LAN differently, pacman's next package.
+type flight struct {
+	s   *Server
+	key [sha256.Size]byte
+	e   alpmdb.Entry
+	req Request
+
+	mu     sync.Mutex
+	cond   *sync.Cond
+	file   *os.File // the spool of the current generation
+	gen    int
+	n      int64  // bytes in file
+	source string // where the current generation comes from
+	// relay: the flight is asking a neighbour; deciding: it has not decided yet whether to. Such a
+	// flight is not passed on to neighbours: two machines that elected each other would wait on each
+	// other.
+	relay    bool
+	deciding bool
+	done     bool
+	err      error // why the flight failed; nil once done means the spool is the package
+	refs     int
+	cancel   context.CancelFunc
+	expire   *time.Timer
+}
+
+// flightKeep is how long a finished flight's spool is kept for requests that come after it.
+const flightKeep = 2 * time.Minute
+
+// stallTimeout is how long a source may send nothing before the next one is tried.
+const stallTimeout = 15 * time.Second
+
+// join returns the flight for e, started if none runs, with a reference the caller must release with
+// leave. viaPeer says whether the flight may ask the elected neighbour (not for a neighbour's request:
+// that one asks the mirrors itself, so that two machines that elected each other cannot wait on each
+// other).
+func (s *Server) join(req Request, e alpmdb.Entry, viaPeer bool) (*flight, error) {
+	s.flightsMu.Lock()
+	defer s.flightsMu.Unlock()
+	if f := s.flights[e.SHA256]; f != nil {
+		f.mu.Lock()
+		failed := f.done && f.err != nil
+		if !failed {
+			f.refs++
+			if f.expire != nil {
+				f.expire.Stop()
+				f.expire = nil
+			}
+		}
+		f.mu.Unlock()
+		if !failed {
+			return f, nil
+		}
+		delete(s.flights, e.SHA256)
+	}
+	if len(s.flights) >= maxFlights {
+		return nil, fmt.Errorf("%d downloads running already", maxFlights)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &flight{s: s, key: e.SHA256, e: e, req: req, refs: 1, cancel: cancel}
+	f.deciding = viaPeer && s.opts.Owner != nil
+	f.cond = sync.NewCond(&f.mu)
+	s.flights[e.SHA256] = f
+	go f.run(ctx)
+	return f, nil
+}
+
+// maxFlights bounds the downloads running at once (each holds a spool file and an upstream connection).
+const maxFlights = 64
+
+// leave releases a reference. The last one out of a running flight stops it; a finished flight is kept
+// for flightKeep.
+func (f *flight) leave() {
+	f.mu.Lock()
+	f.refs--
+	last := f.refs == 0
+	if last && f.done && f.err == nil {
+		f.expire = time.AfterFunc(flightKeep, f.forget)
+	}
+	f.mu.Unlock()
+	if last {
+		if !f.isDone() {
+			f.cancel()
+		} else if f.failed() {
+			f.forget()
+		}
+	}
+}
+
+func (f *flight) isDone() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.done }
+func (f *flight) failed() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.done && f.err != nil }
+
+// forget removes a flight nobody holds and closes its spool.
+func (f *flight) forget() {
+	f.s.flightsMu.Lock()
+	f.mu.Lock()
+	if f.refs == 0 {
+		if f.s.flights[f.key] == f {
+			delete(f.s.flights, f.key)
+		}
+		if f.file != nil {
+			f.file.Close()
+			f.file = nil
+		}
+	}
+	f.mu.Unlock()
+	f.s.flightsMu.Unlock()
+}
+
+// run downloads the package from the first source whose copy is right.
+func (f *flight) run(ctx context.Context) {
+	var errs []error
+	try := func(name string, relay bool, get func(context.Context) (*http.Response, error)) bool {
+		err := f.attempt(ctx, name, get)
+		if err == nil {
+			return true
+		}
+		if errors.Is(err, ErrMismatch) {
+			f.s.metrics.verifyFailed.Add(1)
+		}
+		if ctx.Err() == nil {
+			what := "mirror failed"
+			if relay {
+				what = "neighbour failed"
+			}
+			f.s.log.Warn(what, "source", name, "file", f.e.FileName, "err", err)
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		return false
+	}
+	ok := false
+	if f.deciding {
+		base, peer := f.s.opts.Owner(ctx, f.e.SHA256)
+		f.decide(base != "")
+		if base != "" {
+			ok = try("lan:"+shortPeer(peer), true, func(ctx context.Context) (*http.Response, error) {
+				return f.s.fromNeighbour(ctx, base, f.req, f.e)
+			})
+			if ok {
+				f.s.metrics.relayed.Add(1)
+			}
+			f.decide(false) // on to the mirrors, which neighbours may share
+		}
+	}
+	for _, m := range f.s.opts.Mirrors {
+		if ok || ctx.Err() != nil {
+			break
+		}
+		u := Expand(m, f.req.Repo, f.req.Arch) + "/" + f.req.File
+		ok = try(hostOf(u), false, func(ctx context.Context) (*http.Response, error) {
+			return f.s.upstream(ctx, http.MethodGet, u, nil)
+		})
+	}
+	f.mu.Lock()
+	f.done = true
+	switch {
+	case ok:
+	case ctx.Err() != nil:
+		f.err = fmt.Errorf("download abandoned: nobody waits for it any more")
+	case len(errs) == 0:
+		f.err = errors.New("no mirror configured")
+	default:
+		f.err = errors.Join(errs...)
+	}
+	f.cond.Broadcast()
+	nobody := f.refs == 0
+	if nobody && ok {
+		f.expire = time.AfterFunc(flightKeep, f.forget)
+	}
+	f.mu.Unlock()
+	f.cancel()
+	if nobody && !ok {
+		f.forget()
+	}
+}
+
+// decide records whether the flight is asking a neighbour now, and wakes those waiting to know.
+func (f *flight) decide(relay bool) {
+	f.mu.Lock()
+	f.relay, f.deciding = relay, false
+	f.cond.Broadcast()
+	f.mu.Unlock()
+}
+
+// relaying waits for the flight to decide whether it asks a neighbour, and says whether it does now.
+func (f *flight) relaying(ctx context.Context) bool {
+	stop := context.AfterFunc(ctx, func() { f.mu.Lock(); f.cond.Broadcast(); f.mu.Unlock() })
+	defer stop()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for f.deciding && ctx.Err() == nil {
+		f.cond.Wait()
+	}
+	return f.deciding || f.relay
+}
+
+// attempt spools the package from one source as a new generation, and checks it.
+func (f *flight) attempt(ctx context.Context, name string, get func(context.Context) (*http.Response, error)) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	resp, err := get(ctx)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s", resp.Status)
+	}
+	spool, err := f.s.newSpool()
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	if f.file != nil {
+		f.file.Close()
+	}
+	f.file, f.n, f.source = spool, 0, name
+	f.gen++
+	f.cond.Broadcast()
+	f.mu.Unlock()
+
+	// A source that sends nothing for stallTimeout is given up.
+	stall := time.AfterFunc(stallTimeout, cancel)
+	defer stall.Stop()
+	h := sha256.New()
+	var n int64
+	buf := make([]byte, 64<<10)
+	for {
+		k, rerr := resp.Body.Read(buf)
+		if n+int64(k) > f.e.Size {
+			return fmt.Errorf("%w: more than the %d bytes it lists", ErrMismatch, f.e.Size)
+		}
+		if k > 0 {
+			stall.Reset(stallTimeout)
+			h.Write(buf[:k])
+			if _, err := spool.WriteAt(buf[:k], n); err != nil {
+				return fmt.Errorf("spool: %w", err)
+			}
+			n += int64(k)
+			f.mu.Lock()
+			f.n = n
+			f.cond.Broadcast()
+			f.mu.Unlock()
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			if ctx.Err() != nil && n < f.e.Size {
+				return fmt.Errorf("nothing for %s after %d bytes: %w", stallTimeout, n, rerr)
+			}
+			return rerr
+		}
+	}
+	if n != f.e.Size || [sha256.Size]byte(h.Sum(nil)) != f.e.SHA256 {
+		return fmt.Errorf("%w: %d bytes, sha256 differs", ErrMismatch, n)
+	}
+	return nil
+}
+
+// wait blocks until the flight is done, ctx ends or the deadline passes, and says whether it is done.
+func (f *flight) wait(ctx context.Context, deadline time.Time) bool {
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() { f.mu.Lock(); f.cond.Broadcast(); f.mu.Unlock() })
+	defer stop()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for !f.done && ctx.Err() == nil {
+		f.cond.Wait()
+	}
+	return f.done
+}
+
+// reader reads the spool from its start, following the download as it grows. It fails when the
+// generation it started on is dropped, and when the flight fails. Closing it releases the reference the
+// caller holds.
+func (f *flight) reader(ctx context.Context) io.ReadCloser {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return &tail{f: f, ctx: ctx, gen: f.gen}
+}
+
+type tail struct {
+	f      *flight
+	ctx    context.Context
+	gen    int
+	off    int64
+	closed sync.Once
+}
+
+func (t *tail) Read(p []byte) (int, error) {
+	f := t.f
+	stop := context.AfterFunc(t.ctx, func() { f.mu.Lock(); f.cond.Broadcast(); f.mu.Unlock() })
+	defer stop()
+	f.mu.Lock()
+	for {
+		switch {
+		case t.ctx.Err() != nil:
+			f.mu.Unlock()
+			return 0, t.ctx.Err()
+		case t.gen != f.gen && t.gen != 0:
+			f.mu.Unlock()
+			return 0, fmt.Errorf("%w: the download from %s was dropped", ErrMismatch, f.source)
+		case t.gen == 0 && f.gen > 0:
+			t.gen = f.gen // the first source had not answered when the reader was made
+		case t.off < f.n:
+			file, n := f.file, min(int64(len(p)), f.n-t.off)
+			f.mu.Unlock()
+			k, err := file.ReadAt(p[:n], t.off)
+			t.off += int64(k)
+			if err == io.EOF {
+				err = nil
+			}
+			return k, err
+		case f.done && f.err != nil:
+			f.mu.Unlock()
+			return 0, f.err
+		case f.done:
+			f.mu.Unlock()
+			return 0, io.EOF
+		default:
+			f.cond.Wait()
+		}
+	}
+}
+
+func (t *tail) Close() error {
+	t.closed.Do(t.f.leave)
+	return nil
+}
+
+// fromMirrors gets the package through the flight for it: once the flight has the whole file and it
+// checked out, from the spool; a flight still running when the deadline passes is streamed from then on,
+// unchecked (the handler's verifier still holds back the end until the whole file matched).
+func (s *Server) fromMirrors(ctx context.Context, req Request, e alpmdb.Entry, deadline time.Time) (*body, error) {
+	f, err := s.join(req, e, true)
+	if err != nil {
+		return nil, err
+	}
+	if f.wait(ctx, deadline) {
+		f.mu.Lock()
+		err, source := f.err, f.source
+		f.mu.Unlock()
+		if err != nil {
+			f.leave()
+			return nil, err
+		}
+		return &body{source: source, r: f.reader(ctx), verified: true, spooled: true}, nil
+	}
+	if ctx.Err() != nil {
+		f.leave()
+		return nil, ctx.Err()
+	}
+	f.mu.Lock()
+	source, n := f.source, f.n
+	f.mu.Unlock()
+	s.metrics.unchecked.Add(1)
+	s.log.Info("upstream too slow to check first: streamed unchecked", "source", source, "file", e.FileName, "checked", n, "of", e.Size)
+	return &body{source: source, r: f.reader(ctx)}, nil
+}
+
+// newSpool makes an unlinked file in the spool directory: gone with its descriptor, whatever happens.
+func (s *Server) newSpool() (*os.File, error) {
+	f, err := os.CreateTemp(s.opts.SpoolDir, "spool-*")
+	if err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	os.Remove(f.Name())
+	return f, nil
+}
+
+func shortPeer(id string) string {
+	if len(id) > 12 {
+		return id[len(id)-12:]
+	}
+	return id
+}

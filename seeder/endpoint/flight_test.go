@@ -1,0 +1,216 @@
+package endpoint
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ipfs/go-cid"
+
+	"github.com/pacman-ipfs/pacman-ipfs/alpmdb"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/nodetest"
+)
+
+const flightFile = "big-1-1-x86_64.pkg.tar.zst"
+
+// slowMirror serves one file at about rate bytes a second, and counts the requests for it. Slow enough
+// that requests made at the same moment overlap, as they do behind a real uplink.
+func slowMirror(t *testing.T, data []byte, rate int) (*httptest.Server, func() int) {
+	var mu sync.Mutex
+	hits := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/core/os/x86_64/"+flightFile {
+			http.NotFound(w, r)
+			return
+		}
+		mu.Lock()
+		hits++
+		mu.Unlock()
+		w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+		const chunk = 32 << 10
+		for off := 0; off < len(data); off += chunk {
+			if _, err := w.Write(data[off:min(off+chunk, len(data))]); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			time.Sleep(time.Duration(chunk) * time.Second / time.Duration(rate))
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv, func() int { mu.Lock(); defer mu.Unlock(); return hits }
+}
+
+// lanMachine is an endpoint with its own mirror and its LAN handler on a listener of its own (as the
+// node's p2p listener would hand it streams).
+type lanMachine struct {
+	srv      *Server
+	endpoint *httptest.Server
+	lan      *httptest.Server
+	hits     func() int
+	owner    string // base URL of the neighbour it elects; "" for itself
+}
+
+func newLANMachine(t *testing.T, data []byte, rate int) *lanMachine {
+	ix := alpmdb.NewIndex([]alpmdb.Entry{{Repo: "core", FileName: flightFile, Size: int64(len(data)), SHA256: sha256.Sum256(data)}})
+	mirror, hits := slowMirror(t, data, rate)
+	m := &lanMachine{hits: hits}
+	m.srv = New(Options{
+		Index: func() *alpmdb.Index { return ix }, Node: &fakeIPFS{files: map[cid.Cid][]byte{}},
+		Mirrors: []string{mirror.URL + "/$repo/os/$arch"}, Hedge: 50 * time.Millisecond, Budget: 20 * time.Second,
+		SpoolDir: t.TempDir(),
+		Owner: func(context.Context, [sha256.Size]byte) (string, string) {
+			return m.owner, "12D3KooWneighbour"
+		},
+	})
+	m.endpoint = httptest.NewServer(m.srv)
+	m.lan = httptest.NewServer(http.HandlerFunc(m.srv.ServeLAN))
+	t.Cleanup(m.endpoint.Close)
+	t.Cleanup(m.lan.Close)
+	return m
+}
+
+// fetchAll has every machine's pacman ask its endpoint for the file at the same moment, n times each.
+func fetchAll(t *testing.T, data []byte, n int, machines ...*lanMachine) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for i, m := range machines {
+		for j := range n {
+			wg.Go(func() {
+				resp, err := http.Get(m.endpoint.URL + "/core/os/x86_64/" + flightFile)
+				if err != nil {
+					t.Errorf("machine %d, request %d: %v", i, j, err)
+					return
+				}
+				defer resp.Body.Close()
+				b, err := io.ReadAll(resp.Body)
+				if err != nil || resp.StatusCode != 200 || !bytes.Equal(b, data) {
+					t.Errorf("machine %d, request %d: %s, %d bytes, %v: want the file", i, j, resp.Status, len(b), err)
+				}
+			})
+		}
+	}
+	wg.Wait()
+}
+
+func TestConcurrentRequestsShareOneDownload(t *testing.T) {
+	data := nodetest.Bytes(7, 2<<20)
+	m := newLANMachine(t, data, 8<<20)
+	fetchAll(t, data, 4, m)
+	if h := m.hits(); h != 1 {
+		t.Errorf("the mirror was asked %d times for four requests at once, want 1", h)
+	}
+	// A request a little later is served from the finished download, kept for a while.
+	fetchAll(t, data, 1, m)
+	if h := m.hits(); h != 1 {
+		t.Errorf("the mirror was asked %d times after a later request, want 1", h)
+	}
+}
+
+// Three machines want the same package at the same moment and nobody has it: the two that elect the
+// first get it through the first one's download (cut-through), so it crosses the uplink once.
+func TestCutThroughFromTheElectedNeighbour(t *testing.T) {
+	data := nodetest.Bytes(8, 3<<20)
+	a, b, c := newLANMachine(t, data, 8<<20), newLANMachine(t, data, 8<<20), newLANMachine(t, data, 8<<20)
+	b.owner, c.owner = a.lan.URL, a.lan.URL
+	fetchAll(t, data, 1, a, b, c)
+	if a.hits() != 1 || b.hits() != 0 || c.hits() != 0 {
+		t.Errorf("mirror requests A %d, B %d, C %d: want 1, 0, 0", a.hits(), b.hits(), c.hits())
+	}
+	if got := b.srv.metrics.relayed.Load(); got != 1 {
+		t.Errorf("B relayed %d packages, want 1", got)
+	}
+	if got := a.srv.metrics.lanServed.Load(); got != 2*int64(len(data)) {
+		t.Errorf("A passed %d bytes to neighbours, want %d", got, 2*len(data))
+	}
+	if peers, _ := b.srv.Served(); peers != int64(len(data)) {
+		t.Errorf("B counts %d bytes from peers, want %d", peers, len(data))
+	}
+}
+
+// Two machines that saw the LAN differently elect each other: neither waits on the other, both get the
+// file, and it crosses the uplink at most twice.
+func TestNeighboursThatElectEachOther(t *testing.T) {
+	data := nodetest.Bytes(9, 2<<20)
+	a, b := newLANMachine(t, data, 8<<20), newLANMachine(t, data, 8<<20)
+	a.owner, b.owner = b.lan.URL, a.lan.URL
+	start := time.Now()
+	fetchAll(t, data, 1, a, b)
+	if a.hits()+b.hits() > 2 || a.hits()+b.hits() == 0 {
+		t.Errorf("mirror requests A %d, B %d: want one or two in all", a.hits(), b.hits())
+	}
+	t.Logf("both had the file after %s; mirror requests A %d, B %d", time.Since(start).Round(time.Millisecond), a.hits(), b.hits())
+}
+
+// A neighbour that sends other bytes is dropped for the machine's own mirror; nothing wrong reaches
+// pacman.
+func TestNeighbourWithWrongBytes(t *testing.T) {
+	data := nodetest.Bytes(10, 2<<20)
+	b := newLANMachine(t, data, 32<<20)
+	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		bad := bytes.Clone(data)
+		bad[len(bad)/2] ^= 1
+		w.Write(bad)
+	}))
+	t.Cleanup(evil.Close)
+	b.owner = evil.URL
+	fetchAll(t, data, 1, b)
+	if b.hits() != 1 || b.srv.metrics.verifyFailed.Load() == 0 {
+		t.Errorf("mirror requests %d, verification failures %d: want the mirror after the neighbour failed", b.hits(), b.srv.metrics.verifyFailed.Load())
+	}
+}
+
+// What a neighbour may ask for is narrow: a package of this machine's dbs, with the sha256 they list.
+func TestServeLANRefuses(t *testing.T) {
+	data := nodetest.Bytes(11, 100<<10)
+	m := newLANMachine(t, data, 32<<20)
+	good := hex.EncodeToString(func() []byte { s := sha256.Sum256(data); return s[:] }())
+	for _, tc := range []struct {
+		name, method, path, sum string
+		want                    int
+	}{
+		{"the package", "GET", "/core/os/x86_64/" + flightFile, good, 200},
+		{"another sha256", "GET", "/core/os/x86_64/" + flightFile, hex.EncodeToString(make([]byte, 32)), 404},
+		{"no sha256", "GET", "/core/os/x86_64/" + flightFile, "", 400},
+		{"not hex", "GET", "/core/os/x86_64/" + flightFile, "zz", 400},
+		{"unknown file", "GET", "/core/os/x86_64/other-1-1-x86_64.pkg.tar.zst", good, 404},
+		{"a database", "GET", "/core/os/x86_64/core.db", good, 404},
+		{"a signature", "GET", "/core/os/x86_64/" + flightFile + ".sig", good, 404},
+		{"outside the prefix", "GET", "/../../etc/passwd", good, 404},
+		{"POST", "POST", "/core/os/x86_64/" + flightFile, good, 404},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := LANPrefix + tc.path
+			if tc.name == "outside the prefix" {
+				path = tc.path
+			}
+			req, _ := http.NewRequest(tc.method, m.lan.URL+path, nil)
+			if tc.sum != "" {
+				req.Header.Set(lanSumHeader, tc.sum)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.want {
+				t.Errorf("%s: %d %s", fmt.Sprint(tc.method, " ", path), resp.StatusCode, b)
+			}
+			if tc.want == 200 && !bytes.Equal(b, data) {
+				t.Errorf("%d bytes, not the package", len(b))
+			}
+		})
+	}
+	if h := m.hits(); h != 1 {
+		t.Errorf("the mirror was asked %d times, want 1 (for the one request that is allowed)", h)
+	}
+}

@@ -1,0 +1,160 @@
+package endpoint
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ipfs/go-cid"
+
+	"github.com/pacman-ipfs/pacman-ipfs/alpmdb"
+)
+
+// The agents of a LAN serve each other over kubo's stream mounting (lanindex.Protocol): a request comes
+// in on a loopback listener the node hands the peer's stream to, and goes out to a loopback port the node
+// forwards to the peer. So no agent listens on the network, and a peer is who its node's authenticated
+// connection says it is. What a neighbour may ask for is narrow: a package of this machine's sync dbs,
+// named by file and by the sha256 its own db lists for it (the two must agree), and the answer is the
+// flight for it (see flight.go), which this machine fetches from its own mirrors if it does not run
+// already. The asker checks every byte against its own db, as it does a mirror's.
+
+// LANPrefix starts the paths of neighbours' requests: LANPrefix + /<repo>/os/<arch>/<file>.
+const LANPrefix = "/lan/v1"
+
+// LANHelloPath answers an agent's hello: a neighbour takes a peer for an agent once it answers there.
+const LANHelloPath = LANPrefix + "/hello"
+
+// lanHello is the answer at LANHelloPath.
+const lanHello = "pacman-ipfs\n"
+
+// lanSumHeader carries the sha256 the asker's sync db lists for the file.
+const lanSumHeader = "X-Pacman-Ipfs-Sha256"
+
+// maxLANStreams bounds the neighbours' downloads served at once; more are refused (503) and the asker
+// goes to its mirrors.
+const maxLANStreams = 16
+
+// ServeLAN answers a neighbour's request for a package. It is the handler of the listener the node
+// hands lanindex.Protocol streams to.
+func (s *Server) ServeLAN(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodGet && r.URL.Path == LANHelloPath {
+		io.WriteString(w, lanHello)
+		return
+	}
+	p, ok := strings.CutPrefix(r.URL.Path, LANPrefix)
+	if r.Method != http.MethodGet || !ok {
+		http.Error(w, "GET "+LANPrefix+"/<repo>/os/<arch>/<file> only", http.StatusNotFound)
+		return
+	}
+	req, err := ParsePath(p)
+	if err != nil || !isPackage(req.File) || strings.HasSuffix(req.File, ".sig") {
+		http.Error(w, "not a package path", http.StatusNotFound)
+		return
+	}
+	var want [sha256.Size]byte
+	if b, err := hex.DecodeString(r.Header.Get(lanSumHeader)); err != nil || len(b) != sha256.Size {
+		http.Error(w, lanSumHeader+": want the hex sha256 of the file", http.StatusBadRequest)
+		return
+	} else {
+		copy(want[:], b)
+	}
+	ix := s.index()
+	if ix == nil {
+		http.Error(w, "no sync db loaded", http.StatusServiceUnavailable)
+		return
+	}
+	e, known := ix.Lookup(req.File)
+	if !known || e.SHA256 != want {
+		// Another db version, or a file this machine does not know: not ours to fetch.
+		http.Error(w, "not a package of this machine's sync dbs with that sha256", http.StatusNotFound)
+		return
+	}
+	select {
+	case s.lanStreams <- struct{}{}:
+		defer func() { <-s.lanStreams }()
+	default:
+		s.metrics.lanRefused.Add(1)
+		http.Error(w, "too many neighbours' downloads at once", http.StatusServiceUnavailable)
+		return
+	}
+	f, err := s.join(req, e, false)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	if f.relaying(r.Context()) {
+		// This machine is getting it from a neighbour itself: the asker is better off at its mirrors.
+		f.leave()
+		s.metrics.lanRefused.Add(1)
+		http.Error(w, "this machine is fetching it from a neighbour too", http.StatusConflict)
+		return
+	}
+	src := f.reader(r.Context())
+	defer src.Close()
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", strconv.FormatInt(e.Size, 10))
+	w.WriteHeader(http.StatusOK)
+	n, err := io.Copy(w, src)
+	if err != nil {
+		s.log.Info("a neighbour's download ended early", "file", req.File, "bytes", n, "err", err)
+		panic(http.ErrAbortHandler)
+	}
+	s.metrics.lanServed.Add(n)
+	s.log.Info("package passed to a neighbour", "file", req.File, "bytes", n)
+}
+
+// neighbourHeaderTimeout bounds the wait for a neighbour's answer: it answers at once, from a flight it
+// joins or starts; a neighbour that does not is not worth more of pacman's time than the mirrors.
+const neighbourHeaderTimeout = 3 * time.Second
+
+// fromNeighbour asks the elected neighbour, at base (its forwarded loopback address), for the package.
+func (s *Server) fromNeighbour(ctx context.Context, base string, req Request, e alpmdb.Entry) (*http.Response, error) {
+	u := fmt.Sprintf("%s%s/%s/os/%s/%s", strings.TrimRight(base, "/"), LANPrefix, req.Repo, req.Arch, req.File)
+	hr, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	hr.Header.Set(lanSumHeader, hex.EncodeToString(e.SHA256[:]))
+	hr.Header.Add("Via", "1.1 "+viaToken)
+	return s.lanClient.Do(hr)
+}
+
+// Hello says whether the agent behind base (a forward to a peer) serves the LAN protocol.
+func (s *Server) Hello(ctx context.Context, base string) bool {
+	hr, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(base, "/")+LANHelloPath, nil)
+	if err != nil {
+		return false
+	}
+	resp, err := s.lanClient.Do(hr)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64))
+	return resp.StatusCode == http.StatusOK && string(b) == lanHello
+}
+
+// newLANClient talks to neighbours through the node's forwards: loopback only, no redirects, no proxy.
+func newLANClient() *http.Client {
+	return &http.Client{
+		Transport: &http.Transport{
+			Proxy:                 nil,
+			ResponseHeaderTimeout: neighbourHeaderTimeout,
+			IdleConnTimeout:       30 * time.Second,
+			MaxIdleConnsPerHost:   4,
+		},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// Trust tells the endpoint that c is the package with that sha256, checked whole elsewhere (a
+// prefetched package): from now on it streams from c as it would from a package it checked itself.
+func (s *Server) Trust(sum [sha256.Size]byte, c cid.Cid) {
+	s.checked.Store(sum, c)
+}
