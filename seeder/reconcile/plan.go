@@ -1,16 +1,22 @@
 package reconcile
 
 import (
+	"context"
 	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"fmt"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/node"
 	"io/fs"
+	"maps"
+	"path"
+	"path/filepath"
 	"slices"
 	"strings"
 
 	"github.com/ipfs/go-cid"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/sigcheck"
 )
 
@@ -158,43 +164,192 @@ func typeName(m fs.FileMode) string {
 	return "irregular"
 }
 
-// seed is a verified file that must be pinned.
+// seed is a verified file that must be pinned, with the hash record it was verified under: the add
+// reopens the file only if it is still that file.
 type seed struct {
 	Path, Name, Repo string
-	Size             int64
-	SHA256           [sha256.Size]byte
 	CID              cid.Cid // cid.Undef until known: derived for one-block files, learned by adding others
 	NoCopy           bool
+	Rec              record
 }
 
-// pinName is how a seed's pin reads in `ipfs pin ls --names`.
-func (s seed) pinName() string { return node.PinPrefix + s.Repo + "/" + s.Name }
+func (s seed) size() int64            { return s.Rec.Size }
+func (s seed) sum() [sha256.Size]byte { return [sha256.Size]byte(s.Rec.SHA256) }
+func (s seed) multiBlock() bool       { return s.size() > int64(node.Import().ChunkSize) }
+func (s seed) pinName() string        { return node.PinPrefix + s.Repo + "/" + s.Name }
 
-// plan is what one reconcile does to the node.
+// listing is one CacheDir as it was found: its entries, lstat'ed, or why it could not be read.
+type listing struct {
+	Dir     string
+	NoCopy  bool   // the node can reference its files in place
+	Why     string // why or why not
+	Entries []candidate
+	Err     error
+}
+
+// inputs is everything a plan is made from, as plain values. Nothing in it is changed by planning.
+type inputs struct {
+	Index   Index
+	Dirs    []listing
+	Records map[string]*record // hash results of earlier passes, by path
+	CIDs    map[string]string  // sha256 (hex) to CID, learned by adding files of more than one block
+	Pins    map[cid.Cid]string // the node's pins of ours (named node.PinPrefix...), by CID
+	Sigs    bool               // signatures the dbs do not carry can be checked against a keyring
+	// IndexDir and Architectures place the seeded files in the mirror-shaped index ("" for none).
+	IndexDir      string
+	Architectures []string
+}
+
+// plan is what a reconcile must do, decided before any file is read: what to hash, to add, to keep, and
+// what is refused and why. Hash results are judged by judge; the end of the pass by unpins and
+// indexFiles; all of them pure.
 type plan struct {
-	Add    []seed // not known to be pinned: add (and pin) them
-	Seeded []seed // already pinned under their CID
+	Dirs    []DirReport
+	Hash    []candidate // name and size match an entry: read them, then judge
+	Add     []seed      // verified, not pinned: add and pin
+	Seeded  []seed      // verified and pinned (or the twin of a file being added)
+	Refused []FileNote
+	// Keep holds the paths whose hash records outlive the pass; Claimed the CIDs it keeps pinned so far.
+	Keep    map[string]bool
+	Claimed map[cid.Cid]bool
 }
 
-// makePlan splits the verified files into those already pinned and those to add. Several files with the
-// same CID are one pin; the first (in CacheDir order) is the one added.
-func makePlan(seeds []seed, pins map[cid.Cid]string) plan {
-	var p plan
-	adding := make(map[cid.Cid]bool)
-	for _, s := range seeds {
-		switch {
-		case !s.CID.Defined():
-			p.Add = append(p.Add, s)
-		case pins[s.CID] != "":
-			p.Seeded = append(p.Seeded, s)
-		case adding[s.CID]:
-			p.Seeded = append(p.Seeded, s)
-		default:
-			adding[s.CID] = true
-			p.Add = append(p.Add, s)
+// makePlan decides what one reconcile does from what the caches hold, what the dbs vouch for, what was
+// hashed before and what the node has pinned. It reads no file and talks to no node.
+func makePlan(in inputs) plan {
+	p := plan{Keep: map[string]bool{}, Claimed: map[cid.Cid]bool{}}
+	for _, d := range in.Dirs {
+		dr := DirReport{Dir: d.Dir, NoCopy: d.NoCopy, Why: d.Why, Files: len(d.Entries)}
+		if d.Err != nil {
+			// Not knowing what the dir holds is no reason to unpin it: keep what was verified there.
+			dr.Err = d.Err.Error()
+			for _, sd := range in.remembered(d) {
+				p.Keep[sd.Path] = true
+				p.place(sd, in.Pins)
+			}
+		}
+		p.Dirs = append(p.Dirs, dr)
+		for _, c := range d.Entries {
+			p.Keep[c.Path] = true
+			v := classify(c, in.Index, in.Records[c.Path], in.Sigs)
+			switch v.Kind {
+			case refused:
+				p.Refused = append(p.Refused, FileNote{Path: c.Path, Reason: v.Reason})
+			case needHash:
+				p.Hash = append(p.Hash, c)
+			case verified:
+				p.place(in.seed(c, v, *in.Records[c.Path], d.NoCopy), in.Pins)
+			}
 		}
 	}
 	return p
+}
+
+// place puts a verified file into Add or Seeded.
+func (p *plan) place(sd seed, pins map[cid.Cid]string) {
+	if claim(sd, pins, p.Claimed) {
+		p.Add = append(p.Add, sd)
+	} else {
+		p.Seeded = append(p.Seeded, sd)
+	}
+}
+
+// claim says whether a verified file must be added: its CID is unknown, or neither pinned nor claimed
+// by a file before it (the same bytes in two CacheDirs are one pin; the first is the one added). A
+// known CID is claimed.
+func claim(sd seed, pins map[cid.Cid]string, claimed map[cid.Cid]bool) bool {
+	switch {
+	case !sd.CID.Defined():
+		return true
+	case pins[sd.CID] != "" || claimed[sd.CID]:
+		claimed[sd.CID] = true
+		return false
+	}
+	claimed[sd.CID] = true
+	return true
+}
+
+// remembered are the files verified earlier in a CacheDir that cannot be listed now.
+func (in *inputs) remembered(d listing) []seed {
+	var out []seed
+	for path, rec := range in.Records {
+		if rec.Repo != "" && filepath.Dir(path) == filepath.Clean(d.Dir) {
+			out = append(out, seed{Path: path, Name: filepath.Base(path), Repo: rec.Repo, NoCopy: d.NoCopy, Rec: *rec,
+				CID: knownCID(rec.SHA256, rec.Size, in.CIDs)})
+		}
+	}
+	slices.SortFunc(out, func(a, b seed) int { return strings.Compare(a.Path, b.Path) })
+	return out
+}
+
+func (in *inputs) seed(c candidate, v verdict, rec record, noCopy bool) seed {
+	rec.Repo = v.Repo
+	return seed{Path: c.Path, Name: c.Name, Repo: v.Repo, NoCopy: noCopy, Rec: rec, CID: knownCID(rec.SHA256, rec.Size, in.CIDs)}
+}
+
+// knownCID is the CID of a file with this sha256 and size when it is known without adding it: derived
+// for a single block, remembered from an earlier add for more.
+func knownCID(sum digest, size int64, cids map[string]string) cid.Cid {
+	if size <= int64(node.Import().ChunkSize) {
+		return node.RawCID(sum)
+	}
+	if c, err := cid.Decode(cids[hex.EncodeToString(sum[:])]); err == nil {
+		return c
+	}
+	return cid.Undef
+}
+
+// hashed is one file as the executor's hasher read it.
+type hashed struct {
+	c    candidate
+	st   fileStat // the stat its bytes were read under
+	sum  [sha256.Size]byte
+	err  error
+	gone bool // err, and the file is no longer in the cache
+	// For a signature the db does not carry: the repo of its package when it passed the keyring check,
+	// else why not, and whether that answer holds for as long as the signature file is unchanged (gpgv
+	// refused it over the right package) or depends on its package (not there yet, say) and must be
+	// asked again.
+	sigRepo, sigWhy string
+	sigRetry        bool
+}
+
+// judgement is what a hash result means for the pass.
+type judgement struct {
+	Seed     seed // when Verified
+	Verified bool
+	Record   *record   // what to remember of the file (nil: nothing)
+	Note     *FileNote // why it is not seeded
+	Failed   bool      // Note is a failure (retried next pass), not a refusal
+	Forget   bool      // the file left the cache while it was read: gone is gone
+}
+
+// judge decides on a file whose bytes were just read, as classify does on one whose record vouches for
+// it. Like makePlan it reads no file.
+func judge(in *inputs, h hashed, noCopy bool) judgement {
+	c := h.c
+	switch {
+	case h.err != nil && h.gone:
+		return judgement{Forget: true}
+	case errors.Is(h.err, context.Canceled):
+		return judgement{}
+	case errors.Is(h.err, ErrChanged):
+		return judgement{Failed: true, Note: &FileNote{Path: c.Path, Reason: "changed while being verified; retried next pass"}}
+	case h.err != nil:
+		return judgement{Failed: true, Note: &FileNote{Path: c.Path, Reason: h.err.Error()}}
+	case h.sigRetry:
+		// No record: the next pass (its package landing is an event) checks the signature again.
+		return judgement{Note: &FileNote{Path: c.Path, Reason: h.sigWhy}}
+	}
+	rec := &record{Dev: h.st.Dev, Ino: h.st.Ino, Size: h.st.Size, Mtime: h.st.Mtime, Ctime: h.st.Ctime, Hashed: true,
+		SHA256: h.sum, Repo: h.sigRepo, Why: h.sigWhy}
+	c.Stat = h.st
+	v := classify(c, in.Index, rec, in.Sigs)
+	if v.Kind != verified {
+		return judgement{Record: rec, Note: &FileNote{Path: c.Path, Reason: v.Reason}}
+	}
+	rec.Repo = v.Repo
+	return judgement{Record: rec, Verified: true, Seed: in.seed(c, v, *rec, noCopy)}
 }
 
 // unpins lists our pins that no file in the cache accounts for any more, in a stable order.
@@ -207,4 +362,84 @@ func unpins(pins map[cid.Cid]string, keep map[cid.Cid]bool) []cid.Cid {
 	}
 	slices.SortFunc(out, func(a, b cid.Cid) int { return strings.Compare(pins[a], pins[b]) })
 	return out
+}
+
+// indexFiles is the mirror-shaped index of what is seeded (<repo>/os/<arch>/<file>), with the
+// fingerprint that tells whether it changed since the last pass.
+func indexFiles(seeded []seed, arches []string) (map[string]cid.Cid, string) {
+	files := make(map[string]cid.Cid, len(seeded))
+	for _, sd := range seeded {
+		for _, arch := range alpmdb.ArchDirs(sd.Name, arches) {
+			files[path.Join(sd.Repo, "os", arch, sd.Name)] = sd.CID
+		}
+	}
+	h := sha256.New()
+	for _, k := range slices.Sorted(maps.Keys(files)) {
+		fmt.Fprintf(h, "%s %s\n", k, files[k])
+	}
+	return files, hex.EncodeToString(h.Sum(nil))
+}
+
+// dangling are the blocks referenced from files in the CacheDirs that no seeded file is: their file
+// left the cache.
+func dangling(refs map[cid.Cid]string, cacheDirs []string, seeded []seed) map[cid.Cid]string {
+	live := make(map[string]bool, len(seeded))
+	for _, sd := range seeded {
+		live[sd.Path] = true
+	}
+	out := make(map[cid.Cid]string)
+	for b, p := range refs {
+		if inDir(p, cacheDirs) && !live[p] {
+			out[b] = p
+		}
+	}
+	return out
+}
+
+func inDir(p string, dirs []string) bool {
+	for _, dir := range dirs {
+		if rel, err := filepath.Rel(filepath.Clean(dir), p); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") {
+			return true
+		}
+	}
+	return false
+}
+
+// needing returns one seed for each pin that holds a dangling block; blocks lists the blocks of the
+// multi-block ones (a single block is its own CID).
+func needing(seeded []seed, blocks map[cid.Cid][]cid.Cid, dangling map[cid.Cid]string) []seed {
+	var out []seed
+	seen := make(map[cid.Cid]bool)
+	for _, sd := range seeded {
+		if seen[sd.CID] {
+			continue
+		}
+		seen[sd.CID] = true
+		bs := []cid.Cid{sd.CID}
+		if sd.multiBlock() {
+			bs = blocks[sd.CID]
+		}
+		if slices.ContainsFunc(bs, func(b cid.Cid) bool { _, ok := dangling[b]; return ok }) {
+			out = append(out, sd)
+		}
+	}
+	return out
+}
+
+// prune drops the records of files that left the cache, and the CIDs learned for content no cache file
+// has any more.
+func prune(st *state, keep map[string]bool) {
+	live := make(map[string]bool)
+	for p, rec := range st.Files {
+		if !keep[p] {
+			delete(st.Files, p)
+			continue
+		}
+		live[hex.EncodeToString(rec.SHA256[:])] = true
+	}
+	for sum := range st.CIDs {
+		if !live[sum] {
+			delete(st.CIDs, sum)
+		}
+	}
 }
