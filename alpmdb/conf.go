@@ -1,7 +1,6 @@
 package alpmdb
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -11,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/pacman-ipfs/pacman-ipfs/alpmdb/ini"
 )
 
 // Defaults pacman uses when pacman.conf says nothing (pacman's ./configure defaults on Arch and Debian).
@@ -69,7 +70,7 @@ func ParseConfig(name string, r io.Reader) (*Config, error) {
 
 type confParser struct {
 	cfg     *Config
-	section string
+	ini     ini.Reader
 	rootSet bool
 	dbSet   bool
 }
@@ -87,49 +88,40 @@ func (p *confParser) parse(name string, r io.Reader, depth int) error {
 	if depth > maxIncludeDepth {
 		return fmt.Errorf("pacman config %s: Include nested more than %d deep", name, maxIncludeDepth)
 	}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 4096), 1<<20)
-	for n := 1; sc.Scan(); n++ {
-		line := sc.Text()
-		if i := strings.IndexByte(line, '#'); i >= 0 {
-			line = line[:i]
-		}
-		line = strings.TrimSpace(line)
-		if line == "" {
-			continue
-		}
-		if strings.HasPrefix(line, "[") {
-			if !strings.HasSuffix(line, "]") || len(line) < 3 {
-				return fmt.Errorf("pacman config %s:%d: bad section header %q", name, n, line)
-			}
-			p.section = line[1 : len(line)-1]
-			if p.section != "options" {
-				p.repo() // a repo exists even with no Server line, as in pacman
-			}
-			continue
-		}
-		key, value, _ := strings.Cut(line, "=")
-		key, value = strings.TrimSpace(key), strings.TrimSpace(value)
-		if p.section == "" {
-			return fmt.Errorf("pacman config %s:%d: %q outside any section", name, n, key)
-		}
-		if key == "Include" {
-			if err := p.include(name, n, value, depth); err != nil {
-				return err
-			}
-			continue
-		}
-		if p.section == "options" {
-			p.option(key, value)
-			continue
-		}
-		if key == "Server" && value != "" {
-			r := p.repo()
-			r.Servers = append(r.Servers, value)
-		}
+	err := p.ini.Read(name, r, func(e ini.Entry) error { return p.entry(name, e, depth) })
+	var inc includeError
+	if errors.As(err, &inc) {
+		return inc.err // already names its file
 	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("pacman config %s: %w", name, err)
+	if err != nil {
+		return fmt.Errorf("pacman config %w", err)
+	}
+	return nil
+}
+
+// includeError carries an error of an included file through the reader of the including one.
+type includeError struct{ err error }
+
+func (e includeError) Error() string { return e.err.Error() }
+
+// entry applies one line of pacman.conf.
+func (p *confParser) entry(name string, e ini.Entry, depth int) error {
+	switch {
+	case e.Header:
+		if e.Section != "options" {
+			p.repo(e.Section) // a repo exists even with no Server line, as in pacman
+		}
+	case e.Section == "":
+		return fmt.Errorf("%s:%d: %q outside any section", name, e.Line, e.Key)
+	case e.Key == "Include":
+		if err := p.include(name, e.Line, e.Value, depth); err != nil {
+			return includeError{err}
+		}
+	case e.Section == "options":
+		p.option(e.Key, e.Value)
+	case e.Key == "Server" && e.Value != "":
+		r := p.repo(e.Section)
+		r.Servers = append(r.Servers, e.Value)
 	}
 	return nil
 }
@@ -174,14 +166,14 @@ func (p *confParser) option(key, value string) {
 	}
 }
 
-// repo returns the repo of the current section, adding it on first sight.
-func (p *confParser) repo() *Repo {
+// repo returns the repo of a section, adding it on first sight.
+func (p *confParser) repo(section string) *Repo {
 	for i := range p.cfg.Repos {
-		if p.cfg.Repos[i].Name == p.section {
+		if p.cfg.Repos[i].Name == section {
 			return &p.cfg.Repos[i]
 		}
 	}
-	p.cfg.Repos = append(p.cfg.Repos, Repo{Name: p.section})
+	p.cfg.Repos = append(p.cfg.Repos, Repo{Name: section})
 	return &p.cfg.Repos[len(p.cfg.Repos)-1]
 }
 

@@ -1,13 +1,14 @@
 package endpoint
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
 	"net/url"
 	"os"
 	"strings"
+
+	"github.com/pacman-ipfs/pacman-ipfs/alpmdb/ini"
 )
 
 // ReadMirrorlist reads the Server lines of a pacman mirrorlist (or any pacman.conf-style file), in
@@ -25,41 +26,44 @@ func ReadMirrorlist(path string) ([]string, error) {
 	return servers, nil
 }
 
-// ParseMirrorlist parses mirrorlist text. Every Server must be an http, https, ftp or file URL.
+// ParseMirrorlist parses mirrorlist text with pacman's INI reader. Every Server must be an http, https,
+// ftp or file URL.
 func ParseMirrorlist(r io.Reader) ([]string, error) {
 	var out []string
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 4096), 1<<20)
-	for n := 1; sc.Scan(); n++ {
-		line := sc.Text()
-		if i := strings.IndexByte(line, '#'); i >= 0 {
-			line = line[:i]
+	var rd ini.Reader
+	err := rd.Read("mirrorlist", r, func(e ini.Entry) error {
+		if e.Header || e.Key != "Server" {
+			return nil
 		}
-		key, value, ok := strings.Cut(line, "=")
-		if !ok || strings.TrimSpace(key) != "Server" {
-			continue
+		if err := checkServer(e.Value); err != nil {
+			return fmt.Errorf("line %d: %w", e.Line, err)
 		}
-		value = strings.TrimSpace(value)
-		u, err := url.Parse(strings.NewReplacer("$repo", "repo", "$arch", "arch").Replace(value))
-		if err != nil {
-			return nil, fmt.Errorf("line %d: bad Server %q: %w", n, value, err)
-		}
-		switch u.Scheme {
-		case "http", "https", "ftp":
-			if u.Host == "" {
-				return nil, fmt.Errorf("line %d: Server %q has no host", n, value)
-			}
-		case "file":
-			// file:///path: an absolute path and nothing else.
-			if u.Host != "" || u.Opaque != "" || !strings.HasPrefix(u.Path, "/") {
-				return nil, fmt.Errorf("line %d: Server %q: want file:///absolute/path", n, value)
-			}
-		default:
-			return nil, fmt.Errorf("line %d: Server %q: unsupported scheme", n, value)
-		}
-		out = append(out, value)
+		out = append(out, e.Value)
+		return nil
+	})
+	return out, err
+}
+
+// checkServer accepts a Server the endpoint can fetch from.
+func checkServer(value string) error {
+	u, err := url.Parse(strings.NewReplacer("$repo", "repo", "$arch", "arch").Replace(value))
+	if err != nil {
+		return fmt.Errorf("bad Server %q: %w", value, err)
 	}
-	return out, sc.Err()
+	switch u.Scheme {
+	case "http", "https", "ftp":
+		if u.Host == "" {
+			return fmt.Errorf("Server %q has no host", value)
+		}
+	case "file":
+		// file:///path: an absolute path and nothing else.
+		if u.Host != "" || u.Opaque != "" || !strings.HasPrefix(u.Path, "/") {
+			return fmt.Errorf("Server %q: want file:///absolute/path", value)
+		}
+	default:
+		return fmt.Errorf("Server %q: unsupported scheme", value)
+	}
+	return nil
 }
 
 // Expand fills in a Server template as pacman does.
