@@ -106,7 +106,7 @@ rc=0
 "$PIPFS" sync --pacman-conf "$CONF" --api "$api" --state-dir "$work/state" || rc=$?
 
 say "pacman-ipfs status"
-"$PIPFS" status --pacman-conf "$CONF" --api "$api" --state-dir "$work/state"
+"$PIPFS" status --api "$api" --state-dir "$work/state"
 
 say "fetching one package back by its CID"
 line=$("$IPFS" pin ls --type=recursive --names | grep ' pacman-ipfs:' | head -n1 || true)

@@ -73,7 +73,7 @@ printf 'pacman\n' | chroot "$root" "$exec_path" || fail "$exec_path failed insid
 step "the binaries run"
 "$root/usr/bin/pacman-ipfs" help >/dev/null 2>&1 || "$root/usr/bin/pacman-ipfs" --help >/dev/null 2>&1 ||
 	fail "/usr/bin/pacman-ipfs does not run"
-"$root/usr/bin/pacman-ipfs" status --pacman-conf "$work/pacman.conf" --state-dir "$work/state" --api /ip4/127.0.0.1/tcp/1 >/dev/null 2>&1
+"$root/usr/bin/pacman-ipfs" status --state-dir "$work/state" --api /ip4/127.0.0.1/tcp/1 >/dev/null 2>&1
 # (status answers with the node down; its exit code is not the point, that it links against libalpm is)
 ldd "$root/usr/bin/pacman-ipfs" | grep -q 'libalpm.so.15' || fail "pacman-ipfs is not linked against libalpm 15: $(ldd "$root/usr/bin/pacman-ipfs")"
 

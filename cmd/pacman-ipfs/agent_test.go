@@ -213,7 +213,7 @@ func TestAgentEndToEnd(t *testing.T) {
 	within(t, 15*time.Second, "hand-copied file seeded", func() bool { return slices.Contains(e.pinned(t), c.FileName()) })
 
 	// status talks to the running agent.
-	r := cli(t, "status", "--json", "--socket", e.socket, "--pacman-conf", e.sb.Conf, "--api", e.node.APIAddr, "--state-dir", t.TempDir())
+	r := cli(t, "status", "--json", "--socket", e.socket, "--api", e.node.APIAddr, "--state-dir", t.TempDir())
 	var st status
 	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || st.Agent == nil || st.Agent.Passes == 0 || st.LastSync == nil {
 		t.Errorf("status --json with the agent up: %v\n%s%s", err, r.stdout, r.stderr)

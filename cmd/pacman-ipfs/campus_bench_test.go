@@ -130,7 +130,7 @@ func BenchmarkCampus(b *testing.B) {
 		b.Fatalf("sync on the seeder: %s", r.stderr)
 	}
 	var st status
-	r := cli(b, "status", "--json", "--pacman-conf", a.Conf, "--api", nodeA.APIAddr, "--state-dir", stateA, "--socket", filepath.Join(b.TempDir(), "none"))
+	r := cli(b, "status", "--json", "--api", nodeA.APIAddr, "--state-dir", stateA, "--socket", filepath.Join(b.TempDir(), "none"))
 	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || st.Index == "" {
 		b.Fatalf("seeder status: %v %s", err, r.stdout)
 	}

@@ -22,7 +22,8 @@ import (
 // (StateDirectory=pacman-ipfs under systemd).
 const DefaultStateDir = "/var/lib/pacman-ipfs"
 
-// common holds the flags every command takes.
+// common holds the flags of the commands; each registers the groups it uses, so that a flag a command
+// would ignore is refused instead.
 type common struct {
 	pacmanConf string
 	api        string
@@ -33,11 +34,17 @@ type common struct {
 	publishKey string
 }
 
-func (c *common) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.pacmanConf, "pacman-conf", alpmdb.DefaultConfigPath, "pacman configuration `file`: DBPath, CacheDir(s), repositories and Architecture come from it")
+// registerNode registers where the node and the state are: what every command needs.
+func (c *common) registerNode(fs *flag.FlagSet) {
 	fs.StringVar(&c.api, "api", "", "kubo RPC `address`, a multiaddr or http URL (default: --api-file, then the systemd credential kubo-api, then $IPFS_PATH/api, then /ip4/127.0.0.1/tcp/5001)")
 	fs.StringVar(&c.apiFile, "api-file", "", "read the kubo RPC address from this `file`, so that a password in it never shows in a process listing")
 	fs.StringVar(&c.stateDir, "state-dir", envOr("PACMAN_IPFS_STATE_DIR", DefaultStateDir), "`dir`ectory for hash results and the last report ($PACMAN_IPFS_STATE_DIR)")
+}
+
+// register registers every flag of the commands that seed (sync, agent).
+func (c *common) register(fs *flag.FlagSet) {
+	c.registerNode(fs)
+	fs.StringVar(&c.pacmanConf, "pacman-conf", alpmdb.DefaultConfigPath, "pacman configuration `file`: DBPath, CacheDir(s), repositories and Architecture come from it")
 	fs.BoolVar(&c.verbose, "v", false, "log every file seeded and unpinned")
 	fs.StringVar(&c.indexDir, "index-dir", "/pacman-ipfs", "the node's MFS `dir`ectory that mirrors what is seeded as <repo>/os/<arch>/<file> (\"\" for none)")
 	fs.StringVar(&c.publishKey, "publish-index", "", "publish the index root under this IPNS `key` (off: it tells the world what this machine holds)")

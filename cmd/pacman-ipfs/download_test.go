@@ -182,7 +182,7 @@ func TestDownloadThroughTheEndpoint(t *testing.T) {
 		t.Fatalf("sync on A: %d %s %s", r.code, r.stdout, r.stderr)
 	}
 	var st status
-	r := cli(t, append([]string{"status", "--json"}, flagsA...)...)
+	r := cli(t, append([]string{"status", "--json"}, flagsA[2:]...)...)
 	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || !strings.HasPrefix(st.Index, "/ipfs/") {
 		t.Fatalf("A's status has no index root: %v\n%s", err, r.stdout)
 	}

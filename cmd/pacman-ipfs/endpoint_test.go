@@ -189,7 +189,7 @@ func TestEndpointReadmeRecipeServerMode(t *testing.T) {
 		t.Errorf("the agent's status: %d bytes from peers, %d from mirrors; want %d and %d",
 			st.FromPeers, st.FromMirrors, want, fileSize(t, w.repo.Path(other)))
 	}
-	r := cli(t, "status", "--socket", w.control, "--pacman-conf", w.b.Conf, "--api", w.nodeB.APIAddr, "--state-dir", t.TempDir())
+	r := cli(t, "status", "--socket", w.control, "--api", w.nodeB.APIAddr, "--state-dir", t.TempDir())
 	if !strings.Contains(r.stdout, "% from peers") {
 		t.Errorf("status does not show the share of bytes from peers:\n%s", r.stdout)
 	}

@@ -92,7 +92,7 @@ func TestFaultKuboDownForAMinute(t *testing.T) {
 		t.Errorf("with kubo down the hook printed %q (pacman took %s)", e.hookLines(out), took)
 	}
 	within(t, 15*time.Second, "the agent reports that it waits for kubo", func() bool {
-		r := cli(t, "status", "--json", "--socket", e.socket, "--pacman-conf", e.sb.Conf, "--api", e.node.APIAddr, "--state-dir", t.TempDir())
+		r := cli(t, "status", "--json", "--socket", e.socket, "--api", e.node.APIAddr, "--state-dir", t.TempDir())
 		var st status
 		return json.Unmarshal([]byte(r.stdout), &st) == nil && st.Agent != nil && st.Agent.State == "waiting" &&
 			strings.Contains(st.Agent.LastError, strconv.Itoa(port))

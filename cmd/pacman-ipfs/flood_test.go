@@ -138,7 +138,7 @@ func TestFloodOfIdleAndSlowConnections(t *testing.T) {
 
 	// After the flood: the hook is answered and pacman installs through the endpoint.
 	start := time.Now()
-	r := cli(t, "status", "--json", "--socket", w.control, "--pacman-conf", w.b.Conf, "--api", w.nodeB.APIAddr, "--state-dir", t.TempDir())
+	r := cli(t, "status", "--json", "--socket", w.control, "--api", w.nodeB.APIAddr, "--state-dir", t.TempDir())
 	var st status
 	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || st.Agent == nil {
 		t.Errorf("status after the flood: %v\n%s%s", err, r.stdout, r.stderr)

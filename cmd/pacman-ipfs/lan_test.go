@@ -246,7 +246,7 @@ func (h *lanHost) startAgent(t testing.TB, extra ...string) {
 func (h *lanHost) status(t testing.TB) status {
 	t.Helper()
 	exe, _ := os.Executable()
-	c := h.cmd(exe, "status", "--json", "--socket", h.control, "--pacman-conf", h.sb.Conf, "--state-dir", t.TempDir())
+	c := h.cmd(exe, "status", "--json", "--socket", h.control, "--state-dir", t.TempDir())
 	c.Env = append(os.Environ(), "PACMAN_IPFS_BE_CLI=1", "IPFS_PATH="+filepath.Join(t.TempDir(), "none"))
 	out, err := c.Output()
 	var st status

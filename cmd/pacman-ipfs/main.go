@@ -17,9 +17,10 @@ commands:
   status    what is seeded, what was refused and why, the node, the mode (--json for scripts)
   agent     the long-running seeder: watches the caches, answers the control socket (systemd)
 
-Every command takes --pacman-conf FILE (default /etc/pacman.conf) and --api ADDR (a kubo RPC
-multiaddr or URL; default $IPFS_PATH/api, then /ip4/127.0.0.1/tcp/5001). Run
-'pacman-ipfs <command> -h' for the rest.
+Every command takes --api ADDR (a kubo RPC multiaddr or URL; default $IPFS_PATH/api, then
+/ip4/127.0.0.1/tcp/5001) and --state-dir DIR; sync and agent also read --pacman-conf FILE (default
+/etc/pacman.conf). A flag a command does not use is refused. Run 'pacman-ipfs <command> -h' for the
+rest.
 `
 
 // exitError carries an exit code without printing anything more.

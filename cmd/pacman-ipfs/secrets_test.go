@@ -59,7 +59,7 @@ func TestSecretsStaySecret(t *testing.T) {
 			}
 			args := append(append([]string{}, base...), tt.args...)
 			for _, asJSON := range []bool{false, true} {
-				st := append([]string{"status", "--socket", filepath.Join(t.TempDir(), "none")}, args...)
+				st := append([]string{"status", "--socket", filepath.Join(t.TempDir(), "none")}, args[2:]...)
 				if asJSON {
 					st = append(st, "--json")
 				}

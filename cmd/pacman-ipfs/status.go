@@ -85,7 +85,7 @@ func runStatus(ctx context.Context, args []string) error {
 	var asJSON bool
 	var socket string
 	if err := parse("status", "What is seeded, what was refused and why, the node and the mode. Asks a running agent\nfirst, else reads the state directory.", args, func(fs *flag.FlagSet) {
-		c.register(fs)
+		c.registerNode(fs)
 		fs.BoolVar(&asJSON, "json", false, "print JSON for scripts")
 		fs.StringVar(&socket, "socket", control.DefaultSocket, "the agent's control `socket`")
 	}); err != nil {
