@@ -163,7 +163,7 @@ func withHandle(ctx context.Context, cfg *Config, fn func(*alpm.Handle) error) e
 	if err != nil {
 		return fmt.Errorf("libalpm init (root %s, dbpath %s): %w", cfg.RootDir, cfg.DBPath, err)
 	}
-	defer h.Release()
+	defer func() { _ = h.Release() }() // a read-only handle: nothing to do about a failed release
 	return fn(h)
 }
 
@@ -213,7 +213,7 @@ func loadDB(h *alpm.Handle, cfg *Config, ix *Index, d DB) (int, error) {
 		return fail("libalpm cannot register it: %s", err)
 	}
 	// Unregister keeps the handle's memory bounded by one db at a time, not all of them.
-	defer db.(*alpm.DB).Unregister()
+	defer func() { _ = db.(*alpm.DB).Unregister() }()
 
 	n, usable := 0, 0
 	_ = db.PkgCache().ForEach(func(p alpm.IPackage) error {
@@ -284,7 +284,7 @@ func whyUnreadable(cfg *Config, repo string) []string {
 	if err != nil {
 		return []string{err.Error()}
 	}
-	defer h.Release()
+	defer func() { _ = h.Release() }()
 	var logged []string
 	h.SetLogCallback(collectLog, &logged)
 	db, err := h.RegisterSyncDB(repo, 0)

@@ -101,7 +101,11 @@ func (r *Repo) Add(t testing.TB, pkgs ...Pkg) {
 			if err := os.Rename(sig, sig+".hidden"); err != nil {
 				t.Fatalf("alpmtest: %v", err)
 			}
-			defer os.Rename(sig+".hidden", sig)
+			defer func() {
+				if err := os.Rename(sig+".hidden", sig); err != nil {
+					t.Errorf("alpmtest: %v", err)
+				}
+			}()
 		}
 	}
 	if _, err := run(r.Dir, "repo-add", args...); err != nil {

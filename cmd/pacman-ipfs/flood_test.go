@@ -202,7 +202,9 @@ func TestRefusedRequestsDoNotKeepTheAgentUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chmod(dir, 0o755)
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	control := filepath.Join(dir, "control.sock")
 	exe, _ := os.Executable()
 	agentCmd := exec.Command(exe, "agent", "--pacman-conf", conf, "--api", node, "--state-dir", t.TempDir(),

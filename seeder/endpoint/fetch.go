@@ -220,9 +220,8 @@ func (s *Server) fromIPFS(ctx context.Context, e alpmdb.Entry, c cid.Cid, truste
 		return nil, err
 	}
 	h := sha256.New()
-	w := io.MultiWriter(h, spool)
-	w.Write(first[:n])
-	got, err := io.Copy(w, io.LimitReader(r, e.Size+1))
+	// One copy feeds the hash and the spool: a failed write to either is the copy's error.
+	got, err := io.Copy(io.MultiWriter(h, spool), io.LimitReader(prefixed(first[:n], r), e.Size+1))
 	r.Close()
 	fail := func(err error) (*body, error) { spool.Close(); return nil, err }
 	switch {
@@ -230,7 +229,7 @@ func (s *Server) fromIPFS(ctx context.Context, e alpmdb.Entry, c cid.Cid, truste
 		return fail(fmt.Errorf("%s not fetched and checked within %s: %w", c, s.opts.Budget, err))
 	case err != nil:
 		return fail(err)
-	case int64(n)+got != e.Size || [sha256.Size]byte(h.Sum(nil)) != e.SHA256:
+	case got != e.Size || [sha256.Size]byte(h.Sum(nil)) != e.SHA256:
 		s.metrics.verifyFailed.Add(1)
 		s.log.Warn("an index maps the package to other content", "file", e.FileName, "cid", c.String())
 		return fail(fmt.Errorf("%w: the index's CID %s is not this package", ErrMismatch, c))

@@ -44,7 +44,7 @@ const maxLANStreams = 16
 // hands lanindex.Protocol streams to.
 func (s *Server) ServeLAN(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodGet && r.URL.Path == LANHelloPath {
-		io.WriteString(w, lanHello)
+		_, _ = io.WriteString(w, lanHello)
 		return
 	}
 	p, ok := strings.CutPrefix(r.URL.Path, LANPrefix)

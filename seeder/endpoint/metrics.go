@@ -85,7 +85,7 @@ func (s *Server) writeMetrics(w http.ResponseWriter) {
 	} {
 		metric(&b, c.name, "counter", c.help, map[string]int64{"": c.v.Load()})
 	}
-	io.WriteString(w, b.String())
+	_, _ = io.WriteString(w, b.String())
 	if s.opts.Metrics != nil {
 		s.opts.Metrics(w)
 	}

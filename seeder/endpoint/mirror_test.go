@@ -146,23 +146,23 @@ func newSetupWith(t *testing.T, more func(*Options)) *setup {
 	return s
 }
 
-func (s *setup) get(t *testing.T, path string) (int, []byte, error, time.Duration) {
+func (s *setup) get(t *testing.T, path string) (int, []byte, time.Duration, error) {
 	t.Helper()
 	start := time.Now()
 	resp, err := http.Get(s.srv.URL + path)
 	if err != nil {
-		return 0, nil, err, time.Since(start)
+		return 0, nil, time.Since(start), err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, b, err, time.Since(start)
+	return resp.StatusCode, b, time.Since(start), err
 }
 
 func TestFromIPFSWithoutTouchingTheMirror(t *testing.T) {
 	s := newSetup(t)
 	s.ipfs.add(node.RawCID(sha256.Sum256(s.small)), s.small)
 	for path, want := range map[string][]byte{"/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst": s.small, "/core/os/x86_64/large-1-1-x86_64.pkg.tar.zst": s.large} {
-		code, body, err, _ := s.get(t, path)
+		code, body, _, err := s.get(t, path)
 		if err != nil || code != 200 || !bytes.Equal(body, want) {
 			t.Errorf("%s: %d, %d bytes, %v", path, code, len(body), err)
 		}
@@ -175,7 +175,7 @@ func TestFromIPFSWithoutTouchingTheMirror(t *testing.T) {
 func TestMirrorAfterHedgeWhenIPFSHasNothing(t *testing.T) {
 	s := newSetup(t)
 	s.mirror.files["/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst"] = s.small
-	code, body, err, took := s.get(t, "/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst")
+	code, body, took, err := s.get(t, "/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst")
 	if err != nil || code != 200 || !bytes.Equal(body, s.small) {
 		t.Fatalf("%d, %d bytes, %v", code, len(body), err)
 	}
@@ -187,7 +187,7 @@ func TestSlowIPFSLosesTheRace(t *testing.T) {
 	s.ipfs.delay = 5 * time.Second
 	s.ipfs.add(node.RawCID(sha256.Sum256(s.small)), s.small)
 	s.mirror.files["/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst"] = s.small
-	code, body, err, took := s.get(t, "/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst")
+	code, body, took, err := s.get(t, "/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst")
 	if err != nil || code != 200 || !bytes.Equal(body, s.small) || took > 3*time.Second {
 		t.Fatalf("%d, %d bytes, %v, after %s", code, len(body), err, took)
 	}
@@ -206,7 +206,7 @@ func TestWrongBytesNeverSucceed(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			s := newSetup(t)
 			s.mirror.files["/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst"] = tt.mirror
-			code, body, err, _ := s.get(t, "/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst")
+			code, body, _, err := s.get(t, "/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst")
 			if err == nil && code == 200 {
 				t.Fatalf("a bad file was delivered as a success (%d bytes)", len(body))
 			}
@@ -220,7 +220,7 @@ func TestWrongBytesNeverSucceed(t *testing.T) {
 		bad := bytes.Clone(s.small)
 		bad[7] ^= 1
 		s.ipfs.add(node.RawCID(sha256.Sum256(s.small)), bad)
-		if code, _, err, _ := s.get(t, "/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst"); err == nil && code == 200 {
+		if code, _, _, err := s.get(t, "/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst"); err == nil && code == 200 {
 			t.Fatal("bad bytes from IPFS were delivered as a success")
 		}
 	})
@@ -235,7 +235,7 @@ func TestProxiedAndLocalAnswers(t *testing.T) {
 		"/extra/os/x86_64/unknown-1-1-any.pkg.tar.zst":     "not in our dbs",
 		"/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst.sig": "a detached signature",
 	} {
-		code, body, err, _ := s.get(t, path)
+		code, body, _, err := s.get(t, path)
 		if err != nil || code != 200 || string(body) != want {
 			t.Errorf("%s: %d %q %v", path, code, body, err)
 		}
@@ -514,7 +514,7 @@ func TestCacheServerPeersOnly(t *testing.T) {
 		"/cache/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst.sig": 200, // from the db
 		"/cache/core/os/x86_64/large-1-1-x86_64.pkg.tar.zst.sig": 404, // the db has none, no peer either
 	} {
-		code, _, err, took := s.get(t, path)
+		code, _, took, err := s.get(t, path)
 		if err != nil || code != want {
 			t.Errorf("%s: %d %v, want %d", path, code, err, want)
 		}

@@ -153,7 +153,7 @@ func TestStatusPageTallyAcrossServers(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "state", "today.json")
 	first := newSetupWith(t, func(o *Options) { o.TallyFile = file })
 	first.ipfs.add(node.RawCID(sha256.Sum256(first.small)), first.small)
-	if code, _, err, _ := first.get(t, "/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst"); err != nil || code != 200 {
+	if code, _, _, err := first.get(t, "/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst"); err != nil || code != 200 {
 		t.Fatalf("small from IPFS: %d, %v", code, err)
 	}
 	// The handler counts the package once its last byte is out: the client may be done before.

@@ -75,7 +75,7 @@ func TestRoundBoundsForgetsAndSkipsNonPublishers(t *testing.T) {
 	}
 	x := New(func(context.Context) (Node, error) { return f, nil }, time.Hour, slog.New(slog.DiscardHandler))
 	// Every sixth peer mounts something under /x/ that is not an agent.
-	x.SetProbe(func(_ context.Context, p string) bool { var i int; fmt.Sscanf(p, "peer%d", &i); return i%6 != 3 })
+	x.SetProbe(func(_ context.Context, p string) bool { var i int; _, _ = fmt.Sscanf(p, "peer%d", &i); return i%6 != 3 })
 	x.round(context.Background())
 	if len(f.resolved) != MaxPeers {
 		t.Errorf("resolved %d names in a round, want at most %d", len(f.resolved), MaxPeers)

@@ -44,9 +44,11 @@ func TestAbuseHostileEntries(t *testing.T) {
 	// And one claiming a size it does not have: refused without reading a byte.
 	liar := filepath.Join(c.dir, "liar-1-1-x86_64.pkg.tar.zst")
 	c.entries = append(c.entries, alpmdb.Entry{Repo: "core", FileName: filepath.Base(liar), Size: 100, SHA256: sha256.Sum256(nil)})
-	if f, err := os.Create(liar); err == nil {
-		f.Truncate(1 << 40) // a terabyte of nothing
-		f.Close()
+	if err := os.WriteFile(liar, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(liar, 1<<40); err != nil { // a terabyte of nothing
+		t.Fatal(err)
 	}
 
 	// Names no package has: spaces, a newline, invalid UTF-8, a leading dash.

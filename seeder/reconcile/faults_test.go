@@ -99,12 +99,12 @@ func TestFaultFileRemovedMidPass(t *testing.T) {
 		time.Sleep(150 * time.Millisecond)
 		os.Remove(victim)
 	}()
-	rep, err := r.s.Sync(context.Background(), ix)
+	_, err = r.s.Sync(context.Background(), ix)
 	<-done
 	if err != nil {
 		t.Fatalf("Sync: %v", err)
 	}
-	rep = r.sync(t) // whatever the first pass saw, the next one converges
+	rep := r.sync(t) // whatever the first pass saw, the next one converges
 	if !rep.Converged() || !slices.Equal(r.pinNames(t), r.sb.CachedPackages(t)) || len(r.sb.CachedPackages(t)) != len(pkgs)-1 {
 		t.Errorf("pins %v, cache %v", r.pinNames(t), r.sb.CachedPackages(t))
 	}
@@ -234,7 +234,10 @@ func TestFaultFileRewrittenMidPass(t *testing.T) {
 			default:
 			}
 			junk[0]++
-			f.WriteAt(junk, off)
+			if _, err := f.WriteAt(junk, off); err != nil {
+				t.Error(err)
+				return
+			}
 			time.Sleep(2 * time.Millisecond)
 		}
 	}()

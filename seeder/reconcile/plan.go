@@ -173,10 +173,9 @@ type seed struct {
 	Rec              record
 }
 
-func (s seed) size() int64            { return s.Rec.Size }
-func (s seed) sum() [sha256.Size]byte { return [sha256.Size]byte(s.Rec.SHA256) }
-func (s seed) multiBlock() bool       { return s.size() > int64(node.Import().ChunkSize) }
-func (s seed) pinName() string        { return node.PinPrefix + s.Repo + "/" + s.Name }
+func (s seed) size() int64      { return s.Rec.Size }
+func (s seed) multiBlock() bool { return s.size() > int64(node.Import().ChunkSize) }
+func (s seed) pinName() string  { return node.PinPrefix + s.Repo + "/" + s.Name }
 
 // listing is one CacheDir as it was found: its entries, lstat'ed, or why it could not be read.
 type listing struct {

@@ -374,7 +374,7 @@ func (n *Node) start(t testing.TB) {
 func (n *Node) waitReady(logStart int64) error {
 	deadline := time.Now().Add(startTimeout)
 	client := &http.Client{Timeout: 2 * time.Second}
-	var lastErr error = errors.New("no api file yet")
+	lastErr := errors.New("no api file yet")
 	for {
 		if n.exited() {
 			return fmt.Errorf("exited during startup: %v", n.waitErr)
