@@ -21,7 +21,7 @@ VERSION   := $(shell sed -n 's/^pkgver=//p' PKGBUILD)
 PACMAN7_ROOT ?= /var/tmp/pacman-ipfs-trixie
 export PACMAN_IPFS_PACMAN7_ROOT := $(PACMAN7_ROOT)
 
-.PHONY: all build test test-pacman7 test-package unit demo bench deps kubo packaging dist clean
+.PHONY: all build test test-pacman7 test-package unit lint demo bench deps kubo packaging dist clean
 
 all: build
 
@@ -32,6 +32,17 @@ build:
 kubo: $(IPFS)
 $(IPFS): go.mod go.sum
 	$(GO) build -o $(IPFS) github.com/ipfs/kubo/cmd/ipfs
+
+# golangci-lint, pinned as a Go tool in a module of its own (testdata/tools/go.mod): its dependencies
+# must not move the ones kubo and the agent are built with.
+GOLANGCI  := $(BIN)/golangci-lint
+$(GOLANGCI): testdata/tools/go.mod testdata/tools/go.sum
+	cd testdata/tools && $(GO) build -o $(GOLANGCI) github.com/golangci/golangci-lint/v2/cmd/golangci-lint
+
+# The committed .golangci.yml: staticcheck, govet, unused, ineffassign, errcheck, and funlen and gocognit
+# to keep production functions short and plain. Part of `make test`, so CI runs it with both ABIs' tags.
+lint: $(GOLANGCI)
+	$(GOLANGCI) run --build-tags '$(TAGS)' ./...
 
 deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -51,6 +62,7 @@ deps:
 LEG ?= host
 test: deps kubo
 	$(GO) vet -tags '$(TAGS)' ./...
+	$(MAKE) --no-print-directory lint
 	testdata/gotest.sh $(LEG) -tags '$(TAGS)' -count=1 -timeout 40m ./...
 	$(MAKE) --no-print-directory packaging
 

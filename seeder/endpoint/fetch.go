@@ -71,95 +71,139 @@ type result struct {
 // mirrors start when IPFS has delivered nothing within the hedge delay, or fails. The first body ready
 // to go to pacman wins and the other source is cancelled.
 func (s *Server) race(ctx context.Context, req Request, e alpmdb.Entry, peersOnly bool) (*body, error) {
-	deadline := time.Now().Add(s.opts.Budget)
-	ctx, cancelAll := context.WithCancel(ctx)
-	results := make(chan result, 2)
-	progress := make(chan struct{}, 1)
-	running := 0
-	cancels := map[string]context.CancelFunc{}
-	start := func(name string, get func(context.Context) (*body, error)) {
-		sctx, cancel := context.WithCancel(ctx)
-		cancels[name] = cancel
-		running++
-		go func() {
-			b, err := get(sctx)
-			results <- result{name, b, err}
-		}()
-	}
-	mirrors := func(ctx context.Context) (*body, error) { return s.fromMirrors(ctx, req, e, deadline) }
-	startMirrors := func() {
-		if !peersOnly && cancels["mirror"] == nil {
-			start("mirror", mirrors)
-		}
-	}
-	var hedge <-chan time.Time
-	if c, trusted := s.lookup(ctx, req, e); c.Defined() {
-		start("ipfs", func(ctx context.Context) (*body, error) { return s.fromIPFS(ctx, e, c, trusted, deadline, progress) })
-		hedge = time.After(s.opts.Hedge)
-	} else {
-		startMirrors()
-	}
-	var errs []error
-	ipfsProgress := false
-	// Past the budget only a mirror already streaming may still win; IPFS, or a peer still being
-	// looked for, has lost.
-	late := time.NewTimer(time.Until(deadline) + time.Second)
-	defer late.Stop()
-	for running > 0 {
+	r := s.newRace(ctx, req, e, peersOnly)
+	defer r.late.Stop()
+	for r.running > 0 {
+		var b *body
+		var err error
+		done := false
 		select {
-		case <-late.C:
-			cancelAll()
-			go drain(results, running)
-			return nil, errors.Join(append(errs, fmt.Errorf("nothing ready within %s", s.opts.Budget))...)
-		case <-hedge:
-			hedge = nil
-			if peersOnly {
-				// Nothing from any peer within the hedge delay: a fast "no", so pacman moves on.
-				cancelAll()
-				go drain(results, running)
-				return nil, errNoSource
-			}
-			if cancels["mirror"] == nil {
-				s.metrics.hedges.Add(1)
-			}
-			startMirrors()
-		case <-progress:
-			ipfsProgress = true
-			hedge = nil // IPFS is delivering: no second download unless it fails
-		case res := <-results:
-			running--
-			if res.err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", res.name, res.err))
-				if res.name == "ipfs" {
-					hedge = nil
-					if !peersOnly && cancels["mirror"] == nil {
-						s.metrics.fallbacks.Add(1)
-					}
-					startMirrors()
-				}
-				if res.name == "mirror" && !ipfsProgress {
-					// Every mirror failed and no peer has sent a byte: nobody is coming.
-					cancelAll()
-					go drain(results, running)
-					return nil, errors.Join(errs...)
-				}
-				continue
-			}
-			for name, cancel := range cancels {
-				if name != res.name {
-					cancel()
-				}
-			}
-			go drain(results, running)
-			res.b.r = &cancelOnClose{ReadCloser: res.b.r, cancel: cancelAll}
-			return res.b, nil
+		case <-r.late.C:
+			// Past the budget only a mirror already streaming may still win; IPFS, or a peer still
+			// being looked for, has lost.
+			b, done, err = nil, true, r.lose(fmt.Errorf("nothing ready within %s", s.opts.Budget))
+		case <-r.hedge:
+			done, err = r.hedged()
+		case <-r.progress:
+			r.hedge = nil // IPFS is delivering: no second download unless it fails
+			r.ipfsProgress = true
+		case res := <-r.results:
+			b, done, err = r.finished(res)
+		}
+		if done {
+			return b, err
 		}
 	}
-	cancelAll()
-	if len(errs) == 0 {
+	r.cancelAll()
+	if len(r.errs) == 0 {
 		return nil, errNoSource
 	}
-	return nil, errors.Join(errs...)
+	return nil, errors.Join(r.errs...)
+}
+
+// racing is the state of one race; only the goroutine running the race touches it.
+type racing struct {
+	s            *Server
+	req          Request
+	e            alpmdb.Entry
+	peersOnly    bool
+	deadline     time.Time
+	ctx          context.Context
+	cancelAll    context.CancelFunc
+	results      chan result
+	progress     chan struct{}
+	running      int
+	cancels      map[string]context.CancelFunc
+	hedge        <-chan time.Time
+	late         *time.Timer
+	errs         []error
+	ipfsProgress bool
+}
+
+func (s *Server) newRace(ctx context.Context, req Request, e alpmdb.Entry, peersOnly bool) *racing {
+	r := &racing{s: s, req: req, e: e, peersOnly: peersOnly, deadline: time.Now().Add(s.opts.Budget),
+		results: make(chan result, 2), progress: make(chan struct{}, 1), cancels: map[string]context.CancelFunc{}}
+	r.ctx, r.cancelAll = context.WithCancel(ctx)
+	r.late = time.NewTimer(time.Until(r.deadline) + time.Second)
+	if c, trusted := s.lookup(r.ctx, req, e); c.Defined() {
+		r.start("ipfs", func(ctx context.Context) (*body, error) {
+			return s.fromIPFS(ctx, e, c, trusted, r.deadline, r.progress)
+		})
+		r.hedge = time.After(s.opts.Hedge)
+	} else {
+		r.startMirrors()
+	}
+	return r
+}
+
+func (r *racing) start(name string, get func(context.Context) (*body, error)) {
+	sctx, cancel := context.WithCancel(r.ctx)
+	r.cancels[name] = cancel
+	r.running++
+	go func() {
+		b, err := get(sctx)
+		r.results <- result{name, b, err}
+	}()
+}
+
+func (r *racing) startMirrors() {
+	if !r.peersOnly && r.cancels["mirror"] == nil {
+		r.start("mirror", func(ctx context.Context) (*body, error) { return r.s.fromMirrors(ctx, r.req, r.e, r.deadline) })
+	}
+}
+
+// lose ends the race without a winner.
+func (r *racing) lose(err error) error {
+	r.cancelAll()
+	go drain(r.results, r.running)
+	return errors.Join(append(r.errs, err)...)
+}
+
+// hedged: IPFS delivered nothing within the hedge delay.
+func (r *racing) hedged() (done bool, err error) {
+	r.hedge = nil
+	if r.peersOnly {
+		// Nothing from any peer within the hedge delay: a fast "no", so pacman moves on.
+		r.cancelAll()
+		go drain(r.results, r.running)
+		return true, errNoSource
+	}
+	if r.cancels["mirror"] == nil {
+		r.s.metrics.hedges.Add(1)
+	}
+	r.startMirrors()
+	return false, nil
+}
+
+// finished takes a source's result: the first body wins; a failed IPFS brings the mirrors in; failed
+// mirrors with no peer sending end the race.
+func (r *racing) finished(res result) (*body, bool, error) {
+	r.running--
+	if res.err == nil {
+		for name, cancel := range r.cancels {
+			if name != res.name {
+				cancel()
+			}
+		}
+		go drain(r.results, r.running)
+		res.b.r = &cancelOnClose{ReadCloser: res.b.r, cancel: r.cancelAll}
+		return res.b, true, nil
+	}
+	r.errs = append(r.errs, fmt.Errorf("%s: %w", res.name, res.err))
+	if res.name == "ipfs" {
+		r.hedge = nil
+		if !r.peersOnly && r.cancels["mirror"] == nil {
+			r.s.metrics.fallbacks.Add(1)
+		}
+		r.startMirrors()
+	}
+	if res.name == "mirror" && !r.ipfsProgress {
+		// Every mirror failed and no peer has sent a byte: nobody is coming.
+		r.cancelAll()
+		go drain(r.results, r.running)
+		return nil, true, errors.Join(r.errs...)
+	}
+	return nil, false, nil
 }
 
 // errNoSource: no peer is known to have the package, and the mirrors are not asked.

@@ -132,61 +132,81 @@ func (f *flight) forget() {
 	f.s.flightsMu.Unlock()
 }
 
-// run downloads the package from the first source whose copy is right.
+// run downloads the package from the first source whose copy is right: the elected neighbour, if
+// another machine is, then the mirrors in order.
 func (f *flight) run(ctx context.Context) {
 	var errs []error
-	try := func(name string, relay bool, get func(context.Context) (*http.Response, error)) bool {
-		err := f.attempt(ctx, name, get)
-		if err == nil {
-			return true
-		}
-		if errors.Is(err, ErrMismatch) {
-			f.s.metrics.verifyFailed.Add(1)
-		}
-		if ctx.Err() == nil {
-			what := "mirror failed"
-			if relay {
-				what = "neighbour failed"
-			}
-			f.s.log.Warn(what, "source", name, "file", f.e.FileName, "err", err)
-		}
-		errs = append(errs, fmt.Errorf("%s: %w", name, err))
-		return false
-	}
-	ok := false
-	if f.deciding {
-		base, peer := f.s.opts.Owner(ctx, f.e.SHA256)
-		f.decide(base != "")
-		if base != "" {
-			ok = try("lan:"+shortPeer(peer), true, func(ctx context.Context) (*http.Response, error) {
-				return f.s.fromNeighbour(ctx, base, f.req, f.e)
-			})
-			if ok {
-				f.s.metrics.relayed.Add(1)
-			}
-			f.decide(false) // on to the mirrors, which neighbours may share
-		}
-	}
+	ok := f.viaNeighbour(ctx, &errs)
 	for _, m := range f.s.opts.Mirrors {
 		if ok || ctx.Err() != nil {
 			break
 		}
 		u := Expand(m, f.req.Repo, f.req.Arch) + "/" + f.req.File
-		ok = try(hostOf(u), false, func(ctx context.Context) (*http.Response, error) {
+		ok = f.try(ctx, hostOf(u), false, &errs, func(ctx context.Context) (*http.Response, error) {
 			return f.s.upstream(ctx, http.MethodGet, u, nil)
 		})
 	}
-	f.mu.Lock()
-	f.done = true
+	f.finish(ok, f.outcome(ctx, ok, errs))
+}
+
+// viaNeighbour asks the machine elected for this package, when it is another one.
+func (f *flight) viaNeighbour(ctx context.Context, errs *[]error) bool {
+	if !f.deciding {
+		return false
+	}
+	base, peer := f.s.opts.Owner(ctx, f.e.SHA256)
+	f.decide(base != "")
+	if base == "" {
+		return false
+	}
+	ok := f.try(ctx, "lan:"+shortPeer(peer), true, errs, func(ctx context.Context) (*http.Response, error) {
+		return f.s.fromNeighbour(ctx, base, f.req, f.e)
+	})
+	if ok {
+		f.s.metrics.relayed.Add(1)
+	}
+	f.decide(false) // on to the mirrors, which neighbours may share
+	return ok
+}
+
+// try makes one attempt and says whether it brought the right copy; a failure is logged and kept.
+func (f *flight) try(ctx context.Context, name string, relay bool, errs *[]error, get func(context.Context) (*http.Response, error)) bool {
+	err := f.attempt(ctx, name, get)
+	if err == nil {
+		return true
+	}
+	if errors.Is(err, ErrMismatch) {
+		f.s.metrics.verifyFailed.Add(1)
+	}
+	if ctx.Err() == nil {
+		what := "mirror failed"
+		if relay {
+			what = "neighbour failed"
+		}
+		f.s.log.Warn(what, "source", name, "file", f.e.FileName, "err", err)
+	}
+	*errs = append(*errs, fmt.Errorf("%s: %w", name, err))
+	return false
+}
+
+// outcome is the flight's error: nil when a copy was right.
+func (f *flight) outcome(ctx context.Context, ok bool, errs []error) error {
 	switch {
 	case ok:
+		return nil
 	case ctx.Err() != nil:
-		f.err = fmt.Errorf("download abandoned: nobody waits for it any more")
+		return fmt.Errorf("download abandoned: nobody waits for it any more")
 	case len(errs) == 0:
-		f.err = errors.New("no mirror configured")
-	default:
-		f.err = errors.Join(errs...)
+		return errors.New("no mirror configured")
 	}
+	return errors.Join(errs...)
+}
+
+// finish marks the flight done and wakes its readers. A good download is kept a while for those who
+// ask next; a failed one nobody holds is forgotten now.
+func (f *flight) finish(ok bool, err error) {
+	f.mu.Lock()
+	f.done, f.err = true, err
 	f.cond.Broadcast()
 	nobody := f.refs == 0
 	if nobody && ok {
@@ -235,31 +255,50 @@ func (f *flight) attempt(ctx context.Context, name string, get func(context.Cont
 	if err != nil {
 		return err
 	}
-	f.mu.Lock()
-	if f.file != nil {
-		f.file.Close()
-	}
-	f.file, f.n, f.source = spool, 0, name
-	f.gen++
-	f.cond.Broadcast()
-	f.mu.Unlock()
-
+	f.newGeneration(spool, name)
 	// A source that sends nothing for stallTimeout is given up.
 	stall := time.AfterFunc(stallTimeout, cancel)
 	defer stall.Stop()
 	h := sha256.New()
+	n, err := f.spoolBody(resp.Body, io.MultiWriter(h, offsetWriter(spool)), stall)
+	switch {
+	case err != nil && ctx.Err() != nil && n < f.e.Size:
+		return fmt.Errorf("nothing for %s after %d bytes: %w", stallTimeout, n, err)
+	case err != nil:
+		return err
+	case n != f.e.Size || [sha256.Size]byte(h.Sum(nil)) != f.e.SHA256:
+		return fmt.Errorf("%w: %d bytes, sha256 differs", ErrMismatch, n)
+	}
+	return nil
+}
+
+// newGeneration makes spool the flight's file: readers of an earlier attempt's file start over.
+func (f *flight) newGeneration(spool *os.File, source string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.file != nil {
+		f.file.Close()
+	}
+	f.file, f.n, f.source = spool, 0, source
+	f.gen++
+	f.cond.Broadcast()
+}
+
+// spoolBody copies a source's body into w (the hash and the spool), telling the readers how far it
+// got and resetting the stall timer at every read that brought bytes. More than the db's size is a
+// mismatch at once.
+func (f *flight) spoolBody(body io.Reader, w io.Writer, stall *time.Timer) (int64, error) {
 	var n int64
 	buf := make([]byte, 64<<10)
 	for {
-		k, rerr := resp.Body.Read(buf)
+		k, rerr := body.Read(buf)
 		if n+int64(k) > f.e.Size {
-			return fmt.Errorf("%w: more than the %d bytes it lists", ErrMismatch, f.e.Size)
+			return n, fmt.Errorf("%w: more than the %d bytes it lists", ErrMismatch, f.e.Size)
 		}
 		if k > 0 {
 			stall.Reset(stallTimeout)
-			h.Write(buf[:k])
-			if _, err := spool.WriteAt(buf[:k], n); err != nil {
-				return fmt.Errorf("spool: %w", err)
+			if _, err := w.Write(buf[:k]); err != nil {
+				return n, fmt.Errorf("spool: %w", err)
 			}
 			n += int64(k)
 			f.mu.Lock()
@@ -268,20 +307,17 @@ func (f *flight) attempt(ctx context.Context, name string, get func(context.Cont
 			f.mu.Unlock()
 		}
 		if rerr == io.EOF {
-			break
+			return n, nil
 		}
 		if rerr != nil {
-			if ctx.Err() != nil && n < f.e.Size {
-				return fmt.Errorf("nothing for %s after %d bytes: %w", stallTimeout, n, rerr)
-			}
-			return rerr
+			return n, rerr
 		}
 	}
-	if n != f.e.Size || [sha256.Size]byte(h.Sum(nil)) != f.e.SHA256 {
-		return fmt.Errorf("%w: %d bytes, sha256 differs", ErrMismatch, n)
-	}
-	return nil
 }
+
+// offsetWriter writes a spool from its start with WriteAt, so that readers reading it with ReadAt
+// never share a file offset with the writer.
+func offsetWriter(f *os.File) io.Writer { return io.NewOffsetWriter(f, 0) }
 
 // wait blocks until the flight is done, ctx ends or the deadline passes, and says whether it is done.
 func (f *flight) wait(ctx context.Context, deadline time.Time) bool {

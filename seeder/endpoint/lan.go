@@ -47,32 +47,9 @@ func (s *Server) ServeLAN(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, lanHello)
 		return
 	}
-	p, ok := strings.CutPrefix(r.URL.Path, LANPrefix)
-	if r.Method != http.MethodGet || !ok {
-		http.Error(w, "GET "+LANPrefix+"/<repo>/os/<arch>/<file> only", http.StatusNotFound)
-		return
-	}
-	req, err := ParsePath(p)
-	if err != nil || !isPackage(req.File) || strings.HasSuffix(req.File, ".sig") {
-		http.Error(w, "not a package path", http.StatusNotFound)
-		return
-	}
-	var want [sha256.Size]byte
-	if b, err := hex.DecodeString(r.Header.Get(lanSumHeader)); err != nil || len(b) != sha256.Size {
-		http.Error(w, lanSumHeader+": want the hex sha256 of the file", http.StatusBadRequest)
-		return
-	} else {
-		copy(want[:], b)
-	}
-	ix := s.index()
-	if ix == nil {
-		http.Error(w, "no sync db loaded", http.StatusServiceUnavailable)
-		return
-	}
-	e, known := ix.Lookup(req.File)
-	if !known || e.SHA256 != want {
-		// Another db version, or a file this machine does not know: not ours to fetch.
-		http.Error(w, "not a package of this machine's sync dbs with that sha256", http.StatusNotFound)
+	req, e, code, msg := s.lanRequest(r)
+	if code != 0 {
+		http.Error(w, msg, code)
 		return
 	}
 	select {
@@ -95,6 +72,38 @@ func (s *Server) ServeLAN(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "this machine is fetching it from a neighbour too", http.StatusConflict)
 		return
 	}
+	s.passOn(w, r, f, req, e)
+}
+
+// lanRequest checks a neighbour's request: a package path, and a package of this machine's sync dbs
+// with the sha256 the asker's db lists. A refusal comes with its status code and why.
+func (s *Server) lanRequest(r *http.Request) (Request, alpmdb.Entry, int, string) {
+	p, ok := strings.CutPrefix(r.URL.Path, LANPrefix)
+	if r.Method != http.MethodGet || !ok {
+		return Request{}, alpmdb.Entry{}, http.StatusNotFound, "GET " + LANPrefix + "/<repo>/os/<arch>/<file> only"
+	}
+	req, err := ParsePath(p)
+	if err != nil || !isPackage(req.File) || strings.HasSuffix(req.File, ".sig") {
+		return Request{}, alpmdb.Entry{}, http.StatusNotFound, "not a package path"
+	}
+	b, err := hex.DecodeString(r.Header.Get(lanSumHeader))
+	if err != nil || len(b) != sha256.Size {
+		return Request{}, alpmdb.Entry{}, http.StatusBadRequest, lanSumHeader + ": want the hex sha256 of the file"
+	}
+	ix := s.index()
+	if ix == nil {
+		return Request{}, alpmdb.Entry{}, http.StatusServiceUnavailable, "no sync db loaded"
+	}
+	e, known := ix.Lookup(req.File)
+	if !known || e.SHA256 != [sha256.Size]byte(b) {
+		// Another db version, or a file this machine does not know: not ours to fetch.
+		return Request{}, alpmdb.Entry{}, http.StatusNotFound, "not a package of this machine's sync dbs with that sha256"
+	}
+	return req, e, 0, ""
+}
+
+// passOn streams the flight's spool to the neighbour as it grows.
+func (s *Server) passOn(w http.ResponseWriter, r *http.Request, f *flight, req Request, e alpmdb.Entry) {
 	src := f.reader(r.Context())
 	defer src.Close()
 	w.Header().Set("Content-Type", "application/octet-stream")

@@ -299,15 +299,7 @@ func (s *Server) pkg(w http.ResponseWriter, r *http.Request, req Request, e alpm
 		return
 	}
 	partial := from > 0 || to < e.Size-1
-	h := w.Header()
-	h.Set("Content-Type", "application/octet-stream")
-	h.Set("Accept-Ranges", "bytes")
-	h.Set("Content-Length", strconv.FormatInt(to-from+1, 10))
-	status := http.StatusOK
-	if partial {
-		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", from, to, e.Size))
-		status = http.StatusPartialContent
-	}
+	status := setPackageHeaders(w.Header(), from, to, e.Size, partial)
 	if r.Method == http.MethodHead {
 		w.WriteHeader(status)
 		return
@@ -315,35 +307,12 @@ func (s *Server) pkg(w http.ResponseWriter, r *http.Request, req Request, e alpm
 	start := time.Now()
 	src, err := s.race(r.Context(), req, e, peersOnly)
 	if err != nil {
-		h.Del("Content-Length")
-		h.Del("Content-Range")
-		h.Del("Accept-Ranges")
-		if peersOnly {
-			s.metrics.notFound.Add(1)
-			s.log.Debug("no peer has the package", "file", req.File, "err", err)
-			http.Error(w, "no peer has "+req.File, http.StatusNotFound)
-			return
-		}
-		s.log.Warn("no source could serve the package", "file", req.File, "err", err)
-		http.Error(w, err.Error(), http.StatusBadGateway)
+		s.noSource(w, req, err, peersOnly)
 		return
 	}
 	defer src.r.Close()
 	w.WriteHeader(status)
-	var v interface {
-		io.Writer
-		Finish() error
-	}
-	if src.spooled {
-		v = &sizeCheck{w: &window{w: w, from: from, to: to}, size: e.Size}
-	} else {
-		v = newVerifier(&window{w: w, from: from, to: to}, e.Size, e.SHA256)
-	}
-	_, err = io.Copy(v, src.r)
-	if err == nil {
-		err = v.Finish()
-	}
-	if err != nil {
+	if err := s.deliver(w, src, e, from, to); err != nil {
 		s.metrics.verifyFailed.Add(1)
 		s.log.Warn("package not delivered", "file", req.File, "source", src.source, "checked_first", src.verified, "err", err)
 		// Headers and bytes are out: abort the connection so the transfer ends short.
@@ -356,6 +325,53 @@ func (s *Server) pkg(w http.ResponseWriter, r *http.Request, req Request, e alpm
 	s.today.add(src.source, to-from+1)
 	s.log.Info("package served", "file", req.File, "source", src.source, "checked_first", src.verified,
 		"bytes", to-from+1, "took", time.Since(start))
+}
+
+// setPackageHeaders sets the headers of a package's bytes from..to and returns the status to send.
+func setPackageHeaders(h http.Header, from, to, size int64, partial bool) int {
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Accept-Ranges", "bytes")
+	h.Set("Content-Length", strconv.FormatInt(to-from+1, 10))
+	if !partial {
+		return http.StatusOK
+	}
+	h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", from, to, size))
+	return http.StatusPartialContent
+}
+
+// noSource answers a request no source could serve: 404 as a CacheServer (pacman moves on to its
+// mirrors), 502 as a Server.
+func (s *Server) noSource(w http.ResponseWriter, req Request, err error, peersOnly bool) {
+	h := w.Header()
+	h.Del("Content-Length")
+	h.Del("Content-Range")
+	h.Del("Accept-Ranges")
+	if peersOnly {
+		s.metrics.notFound.Add(1)
+		s.log.Debug("no peer has the package", "file", req.File, "err", err)
+		http.Error(w, "no peer has "+req.File, http.StatusNotFound)
+		return
+	}
+	s.log.Warn("no source could serve the package", "file", req.File, "err", err)
+	http.Error(w, err.Error(), http.StatusBadGateway)
+}
+
+// deliver copies the window from..to of src to pacman through a check of the whole file: a spool
+// this endpoint hashed needs only its size checked; anything else is hashed on the way.
+func (s *Server) deliver(w io.Writer, src *body, e alpmdb.Entry, from, to int64) error {
+	var v interface {
+		io.Writer
+		Finish() error
+	}
+	if src.spooled {
+		v = &sizeCheck{w: &window{w: w, from: from, to: to}, size: e.Size}
+	} else {
+		v = newVerifier(&window{w: w, from: from, to: to}, e.Size, e.SHA256)
+	}
+	if _, err := io.Copy(v, src.r); err != nil {
+		return err
+	}
+	return v.Finish()
 }
 
 // parseRange reads a single "bytes=N-" or "bytes=N-M" range against size: the first and last byte to
