@@ -259,21 +259,25 @@ func (a *Agent) loop(ctx context.Context) {
 			ready = true
 			a.notify("READY=1")
 		}
-		if err != nil {
-			backoff = min(max(2*backoff, time.Second), maxBackoff)
-			next := time.Now().Add(backoff)
-			a.setState("waiting", &next)
-			a.recordError(err)
-			a.log.Warn("pass failed, retrying", "in", backoff, "err", err)
-			a.notify(fmt.Sprintf("STATUS=%s; retrying in %s", firstLine(err), backoff))
-			retry = time.After(backoff)
-		} else {
-			backoff = 0
-			a.recordError(nil)
-			a.notify("STATUS=" + a.summary())
-		}
+		backoff, retry = a.passDone(err, backoff)
 		idle = a.idleTimer()
 	}
+}
+
+// passDone reports a pass; a failed one is retried with a backoff that doubles up to maxBackoff.
+func (a *Agent) passDone(err error, backoff time.Duration) (time.Duration, <-chan time.Time) {
+	if err == nil {
+		a.recordError(nil)
+		a.notify("STATUS=" + a.summary())
+		return 0, nil
+	}
+	backoff = min(max(2*backoff, time.Second), maxBackoff)
+	next := time.Now().Add(backoff)
+	a.setState("waiting", &next)
+	a.recordError(err)
+	a.log.Warn("pass failed, retrying", "in", backoff, "err", err)
+	a.notify(fmt.Sprintf("STATUS=%s; retrying in %s", firstLine(err), backoff))
+	return backoff, time.After(backoff)
 }
 
 // settle waits until events stop for Quiet, or MaxDelay passed since the first.
@@ -426,36 +430,11 @@ func (a *Agent) Status() Status {
 // is a kick (what it holds now is whatever it holds).
 func (a *Agent) watch(ctx context.Context, w *fsnotify.Watcher) {
 	syncDir := filepath.Join(a.opts.Config.DBPath, "sync")
-	dirs := append([]string{syncDir}, a.opts.Config.CacheDirs...)
-	for i, d := range dirs {
-		dirs[i] = filepath.Clean(d)
+	ws := &watchSet{a: a, w: w, watched: map[string]bool{}}
+	for _, d := range append([]string{syncDir}, a.opts.Config.CacheDirs...) {
+		ws.dirs = append(ws.dirs, filepath.Clean(d))
 	}
-	watched := map[string]bool{}
-	rewatch := func() {
-		var missing []string
-		for _, d := range dirs {
-			if watched[d] {
-				continue
-			}
-			if err := w.Add(d); err != nil {
-				missing = append(missing, d)
-				continue
-			}
-			watched[d] = true
-			a.log.Info("watching", "dir", d)
-			a.want()
-		}
-		a.mu.Lock()
-		a.st.Watching = a.st.Watching[:0]
-		for _, d := range dirs {
-			if watched[d] {
-				a.st.Watching = append(a.st.Watching, d)
-			}
-		}
-		a.st.Missing = missing
-		a.mu.Unlock()
-	}
-	rewatch()
+	ws.rewatch()
 	tick := time.NewTicker(a.opts.Rewatch)
 	defer tick.Stop()
 	for {
@@ -463,38 +442,82 @@ func (a *Agent) watch(ctx context.Context, w *fsnotify.Watcher) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-			rewatch()
+			ws.rewatch()
 		case ev, ok := <-w.Events:
 			if !ok {
 				return
 			}
-			if watched[ev.Name] && ev.Has(fsnotify.Remove|fsnotify.Rename) {
-				// The directory itself went (or was moved away): its watch is gone with it.
-				_ = w.Remove(ev.Name)
-				delete(watched, ev.Name)
-				a.log.Warn("watched directory gone; looking for it again", "dir", ev.Name)
-				a.event()
-				rewatch()
-				continue
-			}
-			if relevant(ev) {
-				a.event()
-			}
+			ws.handle(ev)
 		case err, ok := <-w.Errors:
 			if !ok {
 				return
 			}
-			if errors.Is(err, fsnotify.ErrEventOverflow) {
-				a.mu.Lock()
-				a.st.Overflows++
-				a.mu.Unlock()
-				a.log.Warn("inotify queue overflowed: events were lost; reconciling everything")
-			} else {
-				a.log.Warn("inotify", "err", err)
-			}
-			a.event() // whatever was lost, a pass sees the truth
+			a.watchError(err)
 		}
 	}
+}
+
+// watchSet is the directories the agent watches, and which of them are watched now.
+type watchSet struct {
+	a       *Agent
+	w       *fsnotify.Watcher
+	dirs    []string
+	watched map[string]bool
+}
+
+// rewatch adds a watch on every directory that has none (a kick for each that came back) and records
+// which are watched and which are missing.
+func (ws *watchSet) rewatch() {
+	var missing []string
+	for _, d := range ws.dirs {
+		if ws.watched[d] {
+			continue
+		}
+		if err := ws.w.Add(d); err != nil {
+			missing = append(missing, d)
+			continue
+		}
+		ws.watched[d] = true
+		ws.a.log.Info("watching", "dir", d)
+		ws.a.want()
+	}
+	ws.a.mu.Lock()
+	defer ws.a.mu.Unlock()
+	ws.a.st.Watching = ws.a.st.Watching[:0]
+	for _, d := range ws.dirs {
+		if ws.watched[d] {
+			ws.a.st.Watching = append(ws.a.st.Watching, d)
+		}
+	}
+	ws.a.st.Missing = missing
+}
+
+func (ws *watchSet) handle(ev fsnotify.Event) {
+	if ws.watched[ev.Name] && ev.Has(fsnotify.Remove|fsnotify.Rename) {
+		// The directory itself went (or was moved away): its watch is gone with it.
+		_ = ws.w.Remove(ev.Name)
+		delete(ws.watched, ev.Name)
+		ws.a.log.Warn("watched directory gone; looking for it again", "dir", ev.Name)
+		ws.a.event()
+		ws.rewatch()
+		return
+	}
+	if relevant(ev) {
+		ws.a.event()
+	}
+}
+
+// watchError: whatever was lost, a pass sees the truth.
+func (a *Agent) watchError(err error) {
+	if errors.Is(err, fsnotify.ErrEventOverflow) {
+		a.mu.Lock()
+		a.st.Overflows++
+		a.mu.Unlock()
+		a.log.Warn("inotify queue overflowed: events were lost; reconciling everything")
+	} else {
+		a.log.Warn("inotify", "err", err)
+	}
+	a.event()
 }
 
 func (a *Agent) event() {

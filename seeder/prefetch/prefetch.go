@@ -164,35 +164,51 @@ func (p *Prefetcher) Round(ctx context.Context) (Report, error) {
 		if !c.Defined() {
 			continue // no neighbour has it: the mirrors, at -Su
 		}
-		rep.Wanted++
 		keep[c] = true
-		if _, ok := held[c]; ok {
-			rep.Held++
-			if err := p.check(ctx, n, c, e); err != nil {
-				p.drop(ctx, n, c, e, err)
-				rep.Failed++
-			}
-			continue
-		}
-		if rep.Bytes+e.Size > p.opts.MaxBytes {
-			p.opts.Log.Info("prefetch: the round's limit is reached", "file", e.FileName, "limit", p.opts.MaxBytes)
-			continue
-		}
-		pctx, cancel := context.WithTimeout(ctx, perPackage)
-		err := n.PinAdd(pctx, c, PinPrefix+e.Repo+"/"+e.FileName)
-		if err == nil {
-			err = p.check(pctx, n, c, e)
-		}
-		cancel()
-		if err != nil {
+		p.want(ctx, n, c, e, held, &rep)
+	}
+	p.unpinUnwanted(ctx, n, held, keep, &rep)
+	if rep.Wanted+rep.Unpinned > 0 {
+		p.opts.Log.Info("prefetch round", "wanted", rep.Wanted, "fetched", rep.Fetched, "held", rep.Held,
+			"unpinned", rep.Unpinned, "failed", rep.Failed, "bytes", rep.Bytes)
+	}
+	return rep, nil
+}
+
+// want makes sure a wanted package is held and right: held ones are checked again, others fetched
+// within the round's limit and checked; a wrong one is dropped.
+func (p *Prefetcher) want(ctx context.Context, n Node, c cid.Cid, e alpmdb.Entry, held map[cid.Cid]string, rep *Report) {
+	rep.Wanted++
+	if _, ok := held[c]; ok {
+		rep.Held++
+		if err := p.check(ctx, n, c, e); err != nil {
 			p.drop(ctx, n, c, e, err)
 			rep.Failed++
-			continue
 		}
-		rep.Fetched++
-		rep.Bytes += e.Size
-		p.opts.Log.Info("prefetched from the LAN", "file", e.FileName, "cid", c.String(), "bytes", e.Size)
+		return
 	}
+	if rep.Bytes+e.Size > p.opts.MaxBytes {
+		p.opts.Log.Info("prefetch: the round's limit is reached", "file", e.FileName, "limit", p.opts.MaxBytes)
+		return
+	}
+	pctx, cancel := context.WithTimeout(ctx, perPackage)
+	err := n.PinAdd(pctx, c, PinPrefix+e.Repo+"/"+e.FileName)
+	if err == nil {
+		err = p.check(pctx, n, c, e)
+	}
+	cancel()
+	if err != nil {
+		p.drop(ctx, n, c, e, err)
+		rep.Failed++
+		return
+	}
+	rep.Fetched++
+	rep.Bytes += e.Size
+	p.opts.Log.Info("prefetched from the LAN", "file", e.FileName, "cid", c.String(), "bytes", e.Size)
+}
+
+// unpinUnwanted unpins what is held and no longer an upgrade, in a stable order.
+func (p *Prefetcher) unpinUnwanted(ctx context.Context, n Node, held map[cid.Cid]string, keep map[cid.Cid]bool, rep *Report) {
 	for _, c := range slices.SortedFunc(maps.Keys(held), func(a, b cid.Cid) int { return strings.Compare(a.KeyString(), b.KeyString()) }) {
 		if keep[c] {
 			continue
@@ -207,11 +223,6 @@ func (p *Prefetcher) Round(ctx context.Context) (Report, error) {
 		rep.Unpinned++
 		p.opts.Log.Info("prefetched package no longer an upgrade: unpinned", "pin", held[c])
 	}
-	if rep.Wanted+rep.Unpinned > 0 {
-		p.opts.Log.Info("prefetch round", "wanted", rep.Wanted, "fetched", rep.Fetched, "held", rep.Held,
-			"unpinned", rep.Unpinned, "failed", rep.Failed, "bytes", rep.Bytes)
-	}
-	return rep, nil
 }
 
 // find looks the package up under the neighbours' index roots. A package of at most one chunk has one

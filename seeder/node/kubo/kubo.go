@@ -149,45 +149,12 @@ func Dial(ctx context.Context, addr string) (*Client, error) {
 	hc := &http.Client{Transport: tr}
 	var err error
 	if strings.HasPrefix(addr, "/") {
-		m, perr := ma.NewMultiaddr(addr)
-		if perr != nil {
-			return nil, fmt.Errorf("kubo API address %q: %w", addr, perr)
-		}
-		network, host, derr := manet.DialArgs(m)
-		if derr != nil {
-			return nil, fmt.Errorf("kubo API address %q: %w", addr, derr)
-		}
-		if network == "unix" {
-			tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
-				return dialer.DialContext(ctx, "unix", host)
-			}
-			c.local = true
-			c.api, err = rpc.NewURLApiWithClient("http://unix", hc)
-		} else {
-			c.local = manet.IsIPLoopback(m)
-			c.api, err = rpc.NewApiWithClient(m, hc)
-		}
+		err = c.dialMultiaddr(addr, dialer, tr, hc)
 	} else {
-		rest, user, pw, _ := splitUserinfo(addr)
-		scheme, _, _ := strings.Cut(addr, "://")
-		u, perr := url.Parse(scheme + "://" + rest)
-		if perr != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-			return nil, fmt.Errorf("kubo API address %q: want a multiaddr or an http(s) URL", Redact(addr))
-		}
-		auth := ""
-		if user != "" || pw != "" {
-			auth = "Basic " + basicAuth(user, pw)
-		}
-		if ip := net.ParseIP(u.Hostname()); ip != nil && ip.IsLoopback() || u.Hostname() == "localhost" {
-			c.local = true
-		}
-		c.api, err = rpc.NewURLApiWithClient(strings.TrimSuffix(u.String(), "/"), hc)
-		if err == nil && auth != "" {
-			c.api.Headers.Set("Authorization", auth)
-		}
+		err = c.dialURL(addr, hc)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("kubo API %s: %w", c.addr, err)
+		return nil, err
 	}
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -198,6 +165,53 @@ func Dial(ctx context.Context, addr string) (*Client, error) {
 		return nil, fmt.Errorf("%w at %s: %v\n  start kubo with `ipfs daemon` (or `systemctl start ipfs`), or point --api at a running node", ErrUnreachable, c.addr, err)
 	}
 	return c, nil
+}
+
+// dialMultiaddr sets the client up for a multiaddr: TCP, or a unix socket through tr.
+func (c *Client) dialMultiaddr(addr string, dialer *net.Dialer, tr *http.Transport, hc *http.Client) error {
+	m, err := ma.NewMultiaddr(addr)
+	if err != nil {
+		return fmt.Errorf("kubo API address %q: %w", addr, err)
+	}
+	network, host, err := manet.DialArgs(m)
+	if err != nil {
+		return fmt.Errorf("kubo API address %q: %w", addr, err)
+	}
+	if network == "unix" {
+		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return dialer.DialContext(ctx, "unix", host)
+		}
+		c.local = true
+		c.api, err = rpc.NewURLApiWithClient("http://unix", hc)
+	} else {
+		c.local = manet.IsIPLoopback(m)
+		c.api, err = rpc.NewApiWithClient(m, hc)
+	}
+	if err != nil {
+		return fmt.Errorf("kubo API %s: %w", c.addr, err)
+	}
+	return nil
+}
+
+// dialURL sets the client up for an http(s) URL, its user:password sent as basic authorization and
+// never shown.
+func (c *Client) dialURL(addr string, hc *http.Client) error {
+	rest, user, pw, _ := splitUserinfo(addr)
+	scheme, _, _ := strings.Cut(addr, "://")
+	u, err := url.Parse(scheme + "://" + rest)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return fmt.Errorf("kubo API address %q: want a multiaddr or an http(s) URL", Redact(addr))
+	}
+	if ip := net.ParseIP(u.Hostname()); ip != nil && ip.IsLoopback() || u.Hostname() == "localhost" {
+		c.local = true
+	}
+	if c.api, err = rpc.NewURLApiWithClient(strings.TrimSuffix(u.String(), "/"), hc); err != nil {
+		return fmt.Errorf("kubo API %s: %w", c.addr, err)
+	}
+	if user != "" || pw != "" {
+		c.api.Headers.Set("Authorization", "Basic "+basicAuth(user, pw))
+	}
+	return nil
 }
 
 // Addr is the node's address with credentials removed.
@@ -601,34 +615,15 @@ func (c *Client) SetIndex(ctx context.Context, dir string, files map[string]cid.
 
 // buildIndex builds the UnixFS directories holding files and returns the root and every directory block.
 func buildIndex(ctx context.Context, files map[string]cid.Cid) (cid.Cid, []blocks.Block, error) {
-	ds := memDAG()
-	prefix, err := merkledag.PrefixForCidVersion(1)
+	t, err := newIndexTree()
 	if err != nil {
 		return cid.Undef, nil, err
 	}
-	dirs := map[string]uio.Directory{}
-	var mkdir func(p string) (uio.Directory, error)
-	mkdir = func(p string) (uio.Directory, error) {
-		if d, ok := dirs[p]; ok {
-			return d, nil
-		}
-		d, err := uio.NewDirectory(ds, uio.WithCidBuilder(&prefix))
-		if err != nil {
-			return nil, err
-		}
-		dirs[p] = d
-		if p != "." {
-			if _, err := mkdir(path.Dir(p)); err != nil {
-				return nil, err
-			}
-		}
-		return d, nil
-	}
-	if _, err := mkdir("."); err != nil {
+	if _, err := t.mkdir("."); err != nil {
 		return cid.Undef, nil, err
 	}
 	for p, k := range files {
-		d, err := mkdir(path.Dir(p))
+		d, err := t.mkdir(path.Dir(p))
 		if err != nil {
 			return cid.Undef, nil, err
 		}
@@ -636,8 +631,51 @@ func buildIndex(ctx context.Context, files map[string]cid.Cid) (cid.Cid, []block
 			return cid.Undef, nil, fmt.Errorf("add %s: %w", p, err)
 		}
 	}
-	// Deepest directories first, so that each is complete before its parent links it.
-	paths := slices.Collect(maps.Keys(dirs))
+	root, err := t.close(ctx)
+	if err != nil {
+		return cid.Undef, nil, err
+	}
+	out, err := t.blocks(ctx, root, files)
+	return root, out, err
+}
+
+// indexTree is the directories of an index being built, kept in memory.
+type indexTree struct {
+	ds     ipld.DAGService
+	prefix cid.Prefix
+	dirs   map[string]uio.Directory
+}
+
+func newIndexTree() (*indexTree, error) {
+	prefix, err := merkledag.PrefixForCidVersion(1)
+	if err != nil {
+		return nil, err
+	}
+	return &indexTree{ds: memDAG(), prefix: prefix, dirs: map[string]uio.Directory{}}, nil
+}
+
+// mkdir returns the directory at p ("." is the root), making it and its parents on first sight.
+func (t *indexTree) mkdir(p string) (uio.Directory, error) {
+	if d, ok := t.dirs[p]; ok {
+		return d, nil
+	}
+	d, err := uio.NewDirectory(t.ds, uio.WithCidBuilder(&t.prefix))
+	if err != nil {
+		return nil, err
+	}
+	t.dirs[p] = d
+	if p != "." {
+		if _, err := t.mkdir(path.Dir(p)); err != nil {
+			return nil, err
+		}
+	}
+	return d, nil
+}
+
+// close stores every directory, deepest first so that each is complete before its parent links it,
+// and returns the root's CID.
+func (t *indexTree) close(ctx context.Context) (cid.Cid, error) {
+	paths := slices.Collect(maps.Keys(t.dirs))
 	depth := func(p string) int {
 		if p == "." {
 			return -1 // the root, last
@@ -647,40 +685,44 @@ func buildIndex(ctx context.Context, files map[string]cid.Cid) (cid.Cid, []block
 	slices.SortFunc(paths, func(a, b string) int { return depth(b) - depth(a) })
 	var root cid.Cid
 	for _, p := range paths {
-		nd, err := dirs[p].GetNode()
+		nd, err := t.dirs[p].GetNode()
 		if err != nil {
-			return cid.Undef, nil, err
+			return cid.Undef, err
 		}
-		if err := ds.Add(ctx, nd); err != nil {
-			return cid.Undef, nil, err
+		if err := t.ds.Add(ctx, nd); err != nil {
+			return cid.Undef, err
 		}
 		if p == "." {
 			root = nd.Cid()
 			continue
 		}
-		if err := dirs[path.Dir(p)].AddChild(ctx, path.Base(p), nd); err != nil {
-			return cid.Undef, nil, err
+		if err := t.dirs[path.Dir(p)].AddChild(ctx, path.Base(p), nd); err != nil {
+			return cid.Undef, err
 		}
 	}
-	// Every node the tree is made of is in ds (HAMT shards included). The files are not ours to send:
-	// the HAMT code stores the placeholders it was given, which hold no data.
+	return root, nil
+}
+
+// blocks lists every node the tree is made of (HAMT shards included). The files are not ours to send:
+// the HAMT code stores the placeholders it was given, which hold no data.
+func (t *indexTree) blocks(ctx context.Context, root cid.Cid, files map[string]cid.Cid) ([]blocks.Block, error) {
 	isFile := make(map[cid.Cid]bool, len(files))
 	for _, k := range files {
 		isFile[k] = true
 	}
 	var out []blocks.Block
-	err = merkledag.Walk(ctx, func(ctx context.Context, k cid.Cid) ([]*ipld.Link, error) {
+	err := merkledag.Walk(ctx, func(ctx context.Context, k cid.Cid) ([]*ipld.Link, error) {
 		if isFile[k] {
 			return nil, nil
 		}
-		nd, err := ds.Get(ctx, k)
+		nd, err := t.ds.Get(ctx, k)
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, nd)
 		return nd.Links(), nil
 	}, root, cid.NewSet().Visit)
-	return root, out, err
+	return out, err
 }
 
 // putBlocks stores blocks in the node in one request and checks the CIDs it computes.
