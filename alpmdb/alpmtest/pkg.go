@@ -161,6 +161,29 @@ func BuildPackage(t testing.TB, dir string, p Pkg) string {
 	return path
 }
 
+// fixModes sets fixed modes and times, whatever the umask and clock, for reproducible archives.
+func fixModes(staging, pkginfo, payload, payloadDir string) error {
+	mtime := time.Unix(BuildDate, 0)
+	for _, f := range []struct {
+		path string
+		mode os.FileMode
+	}{
+		{pkginfo, 0o644},
+		{payload, 0o644},
+		{payloadDir, 0o755},
+		{filepath.Dir(payloadDir), 0o755},
+		{filepath.Join(staging, "usr"), 0o755},
+	} {
+		if err := os.Chmod(f.path, f.mode); err != nil {
+			return fmt.Errorf("alpmtest: chmod %s: %w", f.path, err)
+		}
+		if err := os.Chtimes(f.path, mtime, mtime); err != nil {
+			return fmt.Errorf("alpmtest: chtimes %s: %w", f.path, err)
+		}
+	}
+	return nil
+}
+
 func buildPackage(staging, dir string, p Pkg) (string, error) {
 	// The payload may be huge; drop the staged copy once it is archived.
 	defer os.RemoveAll(staging)
@@ -177,24 +200,8 @@ func buildPackage(staging, dir string, p Pkg) (string, error) {
 	if err := writeFile(payload, p.Payload()); err != nil {
 		return "", err
 	}
-	// Fixed modes and times, whatever the umask and clock, for reproducible archives.
-	mtime := time.Unix(BuildDate, 0)
-	for _, f := range []struct {
-		path string
-		mode os.FileMode
-	}{
-		{pkginfo, 0o644},
-		{payload, 0o644},
-		{payloadDir, 0o755},
-		{filepath.Dir(payloadDir), 0o755},
-		{filepath.Join(staging, "usr"), 0o755},
-	} {
-		if err := os.Chmod(f.path, f.mode); err != nil {
-			return "", fmt.Errorf("alpmtest: chmod %s: %w", f.path, err)
-		}
-		if err := os.Chtimes(f.path, mtime, mtime); err != nil {
-			return "", fmt.Errorf("alpmtest: chtimes %s: %w", f.path, err)
-		}
+	if err := fixModes(staging, pkginfo, payload, payloadDir); err != nil {
+		return "", err
 	}
 
 	out := filepath.Join(dir, p.FileName())

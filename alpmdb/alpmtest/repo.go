@@ -96,17 +96,7 @@ func (r *Repo) Add(t testing.TB, pkgs ...Pkg) {
 		}
 	}
 	if r.NoDBSigs && PacmanMajor() < 7 {
-		// pacman 6's repo-add embeds every .sig it finds: hide them while it runs.
-		for _, sig := range sigs {
-			if err := os.Rename(sig, sig+".hidden"); err != nil {
-				t.Fatalf("alpmtest: %v", err)
-			}
-			defer func() {
-				if err := os.Rename(sig+".hidden", sig); err != nil {
-					t.Errorf("alpmtest: %v", err)
-				}
-			}()
-		}
+		defer hideSigs(t, sigs)()
 	}
 	if _, err := run(r.Dir, "repo-add", args...); err != nil {
 		t.Fatalf("alpmtest: %v", err)
@@ -114,6 +104,24 @@ func (r *Repo) Add(t testing.TB, pkgs ...Pkg) {
 	for _, p := range pkgs {
 		p = p.withDefaults()
 		r.Pkgs[p.Name] = p
+	}
+}
+
+// hideSigs moves signatures aside while pacman 6's repo-add runs (it embeds every .sig it finds) and
+// returns what puts them back.
+func hideSigs(t testing.TB, sigs []string) func() {
+	t.Helper()
+	for _, sig := range sigs {
+		if err := os.Rename(sig, sig+".hidden"); err != nil {
+			t.Fatalf("alpmtest: %v", err)
+		}
+	}
+	return func() {
+		for _, sig := range sigs {
+			if err := os.Rename(sig+".hidden", sig); err != nil {
+				t.Errorf("alpmtest: %v", err)
+			}
+		}
 	}
 }
 

@@ -111,13 +111,7 @@ func runAgent(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	c := &f.c
-	log := c.logger()
-	cfg, err := alpmdb.ReadConfig(c.pacmanConf)
-	if err != nil {
-		return err
-	}
-	auth, err := control.NewAuthorizer(f.group)
+	w, err := newAgentWiring(f)
 	if err != nil {
 		return err
 	}
@@ -126,67 +120,103 @@ func runAgent(ctx context.Context, args []string) error {
 		return err
 	}
 	if ln == nil {
-		log.Warn("no control socket: neither socket-activated nor --listen; the hook cannot reach this agent")
+		w.log.Warn("no control socket: neither socket-activated nor --listen; the hook cannot reach this agent")
 	} else {
 		defer ln.Close()
 	}
-	addr, err := c.apiAddr()
-	if err != nil {
-		return err
-	}
-	api := &lazyKubo{addr: addr}
-	// The LAN's indexes: ours published under the node's key, the neighbours' looked up.
-	var lan *lanindex.Exchange
-	var afterPass func(*reconcile.Report)
-	if f.lanIndex {
-		lan = lanindex.New(func(ctx context.Context) (lanindex.Node, error) { return api.client(ctx) }, 20*time.Second, log)
-		go lan.Run(ctx)
-		afterPass = func(r *reconcile.Report) { lan.Publish(r.Index) }
-	}
-	// The endpoint needs the agent, whose status reports what the endpoint served.
-	var ep *endpoint.Server
-	var a *agent.Agent
-	var pf *prefetch.Prefetcher
-	if f.prefetch && lan != nil {
-		pf = newPrefetcher(cfg, api, lan, func() *agent.Agent { return a }, func() *endpoint.Server { return ep }, log)
-		publish := afterPass
-		afterPass = func(r *reconcile.Report) { publish(r); pf.Kick() }
-	} else if f.prefetch {
-		log.Warn("--prefetch needs --lan-index: nothing is prefetched")
-	}
-	a = agent.New(agent.Options{
-		AfterPass: afterPass,
-		Served: func() (int64, int64) {
-			if ep == nil {
-				return 0, 0
-			}
-			return ep.Served()
-		},
-		Config:   cfg,
-		Seeder:   c.seederOptions(cfg, nil, log),
-		StateDir: c.stateDir,
-		Dial:     func(ctx context.Context) (node.Node, error) { return api.client(ctx) },
-		API:      kubo.Redact(api.addr),
-		Auth:     auth,
-		Log:      log,
-		Quiet:    f.quiet,
-		IdleExit: f.idleExit,
-	})
+	w.a = agent.New(w.agentOptions(w.startLAN(ctx)))
 	if httpLn != nil {
-		var stop func()
-		if ep, stop, err = startEndpoint(ctx, httpLn, f, a, api, lan, pf, cfg, log); err != nil {
+		stop, err := w.startEndpoint(ctx, httpLn)
+		if err != nil {
 			return err
 		}
 		defer stop()
 	}
-	if pf != nil {
-		go pf.Run(ctx, time.Minute)
+	if w.pf != nil {
+		go w.pf.Run(ctx, time.Minute)
 	}
-	err = a.Run(ctx, ln)
+	err = w.a.Run(ctx, ln)
 	if errors.Is(ctx.Err(), context.Canceled) {
 		return nil // SIGTERM: a clean stop
 	}
 	return err
+}
+
+// agentWiring is what the agent's parts are made of, and the parts that need each other: the endpoint
+// needs the agent, whose status reports what the endpoint served.
+type agentWiring struct {
+	f    *agentFlags
+	cfg  *alpmdb.Config
+	auth control.Authorizer
+	api  *lazyKubo
+	log  *slog.Logger
+	lan  *lanindex.Exchange
+	pf   *prefetch.Prefetcher
+	a    *agent.Agent
+	ep   *endpoint.Server
+}
+
+func newAgentWiring(f *agentFlags) (*agentWiring, error) {
+	w := &agentWiring{f: f, log: f.c.logger()}
+	var err error
+	if w.cfg, err = alpmdb.ReadConfig(f.c.pacmanConf); err != nil {
+		return nil, err
+	}
+	if w.auth, err = control.NewAuthorizer(f.group); err != nil {
+		return nil, err
+	}
+	addr, err := f.c.apiAddr()
+	if err != nil {
+		return nil, err
+	}
+	w.api = &lazyKubo{addr: addr}
+	return w, nil
+}
+
+// startLAN starts the LAN's indexes (ours published under the node's key, the neighbours' looked up)
+// and the prefetcher, and returns what runs after each pass.
+func (w *agentWiring) startLAN(ctx context.Context) func(*reconcile.Report) {
+	if !w.f.lanIndex {
+		if w.f.prefetch {
+			w.log.Warn("--prefetch needs --lan-index: nothing is prefetched")
+		}
+		return nil
+	}
+	w.lan = lanindex.New(func(ctx context.Context) (lanindex.Node, error) { return w.api.client(ctx) }, 20*time.Second, w.log)
+	go w.lan.Run(ctx)
+	if !w.f.prefetch {
+		return func(r *reconcile.Report) { w.lan.Publish(r.Index) }
+	}
+	w.pf = newPrefetcher(w.cfg, w.api, w.lan, func() *agent.Agent { return w.a }, func() *endpoint.Server { return w.ep }, w.log)
+	return func(r *reconcile.Report) { w.lan.Publish(r.Index); w.pf.Kick() }
+}
+
+func (w *agentWiring) agentOptions(afterPass func(*reconcile.Report)) agent.Options {
+	c := &w.f.c
+	return agent.Options{
+		AfterPass: afterPass,
+		Served: func() (int64, int64) {
+			if w.ep == nil {
+				return 0, 0
+			}
+			return w.ep.Served()
+		},
+		Config:   w.cfg,
+		Seeder:   c.seederOptions(w.cfg, nil, w.log),
+		StateDir: c.stateDir,
+		Dial:     func(ctx context.Context) (node.Node, error) { return w.api.client(ctx) },
+		API:      kubo.Redact(w.api.addr),
+		Auth:     w.auth,
+		Log:      w.log,
+		Quiet:    w.f.quiet,
+		IdleExit: w.f.idleExit,
+	}
+}
+
+func (w *agentWiring) startEndpoint(ctx context.Context, httpLn net.Listener) (func(), error) {
+	ep, stop, err := startEndpoint(ctx, httpLn, w.f, w.a, w.api, w.lan, w.pf, w.cfg, w.log)
+	w.ep = ep
+	return stop, err
 }
 
 // startEndpoint serves the loopback mirror endpoint on httpLn, and the LAN protocol when --lan-fetch

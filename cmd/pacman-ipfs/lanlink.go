@@ -16,6 +16,7 @@ import (
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/agent"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/endpoint"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/lanindex"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo"
 )
 
 // lanLink joins this agent to its LAN neighbours' agents through the node's stream mounting
@@ -68,22 +69,8 @@ func (l *lanLink) keep(ctx context.Context) {
 	target := fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", l.ln.Addr().(*net.TCPAddr).Port)
 	registered := false
 	for {
-		c, err := l.api.client(ctx)
-		if err == nil {
-			if ok, _ := c.P2PListening(ctx, lanindex.Protocol, target); !ok {
-				if err := c.P2PListen(ctx, lanindex.Protocol, target); err != nil {
-					if !l.warned {
-						l.log.Warn("neighbours cannot fetch through this machine, nor it through them: the node refused to mount the LAN protocol (is Experimental.Libp2pStreamMounting on?)", "err", err)
-						l.warned = true
-					}
-				} else {
-					l.log.Info("serving the LAN through the node", "protocol", lanindex.Protocol, "listener", target, "again", registered)
-					registered = true
-					if why, _ := c.BitswapStartRace(ctx); why != "" {
-						l.log.Warn(why)
-					}
-				}
-			}
+		if c, err := l.api.client(ctx); err == nil {
+			registered = l.register(ctx, c, target, registered)
 		}
 		select {
 		case <-ctx.Done():
@@ -91,6 +78,26 @@ func (l *lanLink) keep(ctx context.Context) {
 		case <-time.After(10 * time.Second):
 		}
 	}
+}
+
+// register mounts the LAN protocol on the node unless it is mounted already, and says whether it has
+// been registered (now or before).
+func (l *lanLink) register(ctx context.Context, c *kubo.Client, target string, registered bool) bool {
+	if ok, _ := c.P2PListening(ctx, lanindex.Protocol, target); ok {
+		return registered
+	}
+	if err := c.P2PListen(ctx, lanindex.Protocol, target); err != nil {
+		if !l.warned {
+			l.log.Warn("neighbours cannot fetch through this machine, nor it through them: the node refused to mount the LAN protocol (is Experimental.Libp2pStreamMounting on?)", "err", err)
+			l.warned = true
+		}
+		return registered
+	}
+	l.log.Info("serving the LAN through the node", "protocol", lanindex.Protocol, "listener", target, "again", registered)
+	if why, _ := c.BitswapStartRace(ctx); why != "" {
+		l.log.Warn(why)
+	}
+	return true
 }
 
 // owner elects the LAN machine that downloads the package with this sha256 from its mirrors for the

@@ -97,23 +97,7 @@ func runStatus(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	st.Node.API = kubo.Redact(addr)
-	dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	kn, err := kubo.Dial(dctx, addr)
-	cancel()
-	if err != nil {
-		st.Node.Error = err.Error()
-	} else {
-		st.Node.Reachable = true
-		if err := st.Node.describe(ctx, kn); err != nil {
-			st.Node.Error = err.Error()
-		}
-		if pins, err := kn.Pins(ctx, node.PinPrefix); err == nil {
-			st.Node.Pins = len(pins)
-		} else {
-			st.Node.Error = err.Error()
-		}
-	}
+	st.Node.ask(ctx, addr)
 	if st.Agent == nil {
 		var err error
 		if rep, err = reconcile.ReadLastReport(c.stateDir); err != nil {
@@ -124,15 +108,7 @@ func runStatus(ctx context.Context, args []string) error {
 		st.Node.Error = strings.TrimSpace(st.Node.Error + "\n" + note)
 	}
 	if rep != nil {
-		st.LastSync = &syncStatus{Started: rep.Started, Seconds: rep.Duration.Seconds(), Converged: rep.Converged(),
-			Added: rep.Added, Unpinned: rep.Unpinned, CopiedBytes: rep.CopiedBytes,
-			RepairedRefs: rep.RepairedRefs, BrokenRefs: rep.BrokenRefs}
-		st.Repos, st.Dirs, st.DBs, st.Refused, st.Failed = rep.Repos, rep.Dirs, rep.DBs, rep.Refused, rep.Failed
-		st.Index, st.IndexName = rep.Index, rep.IndexName
-		for _, rc := range rep.Repos {
-			st.Seeded.Files += rc.Files
-			st.Seeded.Bytes += rc.Bytes
-		}
+		st.fromReport(rep)
 	}
 	if asJSON {
 		enc := json.NewEncoder(os.Stdout)
@@ -178,23 +154,71 @@ func agentReport(ctx context.Context, socket string, st *status) (*reconcile.Rep
 	return as.Last, ""
 }
 
-func printStatus(w io.Writer, st *status) {
-	if a := st.Agent; a != nil {
-		fmt.Fprintf(w, "agent:     pid %d, %s, %d passes, %d events since %s\n", a.PID, a.State, a.Passes, a.Events, a.Started.Local().Format(time.DateTime))
-		if a.LastError != "" {
-			fmt.Fprintf(w, "           last error: %s\n", a.LastError)
-		}
-		for _, m := range a.Missing {
-			fmt.Fprintf(w, "           waiting for %s to exist\n", m)
-		}
-		if total := a.FromPeers + a.FromMirrors; total > 0 {
-			fmt.Fprintf(w, "endpoint:  %s to pacman, %.0f%% from peers (%s), the rest from mirrors\n",
-				units.HumanBytes(total), 100*float64(a.FromPeers)/float64(total), units.HumanBytes(a.FromPeers))
-		}
-	} else {
-		fmt.Fprintln(w, "agent:     not running (reading the state directory)")
+// ask fills in what the node at addr says of itself; a node that does not answer is said so.
+func (n *nodeStatus) ask(ctx context.Context, addr string) {
+	n.API = kubo.Redact(addr)
+	dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	kn, err := kubo.Dial(dctx, addr)
+	cancel()
+	if err != nil {
+		n.Error = err.Error()
+		return
 	}
-	n := st.Node
+	n.Reachable = true
+	if err := n.describe(ctx, kn); err != nil {
+		n.Error = err.Error()
+	}
+	if pins, err := kn.Pins(ctx, node.PinPrefix); err == nil {
+		n.Pins = len(pins)
+	} else {
+		n.Error = err.Error()
+	}
+}
+
+// fromReport fills in the last pass.
+func (st *status) fromReport(rep *reconcile.Report) {
+	st.LastSync = &syncStatus{Started: rep.Started, Seconds: rep.Duration.Seconds(), Converged: rep.Converged(),
+		Added: rep.Added, Unpinned: rep.Unpinned, CopiedBytes: rep.CopiedBytes,
+		RepairedRefs: rep.RepairedRefs, BrokenRefs: rep.BrokenRefs}
+	st.Repos, st.Dirs, st.DBs, st.Refused, st.Failed = rep.Repos, rep.Dirs, rep.DBs, rep.Refused, rep.Failed
+	st.Index, st.IndexName = rep.Index, rep.IndexName
+	for _, rc := range rep.Repos {
+		st.Seeded.Files += rc.Files
+		st.Seeded.Bytes += rc.Bytes
+	}
+}
+
+func printStatus(w io.Writer, st *status) {
+	printAgent(w, st.Agent)
+	printNode(w, &st.Node)
+	if st.LastSync == nil {
+		fmt.Fprintln(w, "last sync: never (run `pacman-ipfs sync`)")
+		return
+	}
+	printLastSync(w, st)
+	printNotes(w, "refused", st.Refused)
+	printNotes(w, "failed", st.Failed)
+}
+
+func printAgent(w io.Writer, a *agentStatus) {
+	if a == nil {
+		fmt.Fprintln(w, "agent:     not running (reading the state directory)")
+		return
+	}
+	fmt.Fprintf(w, "agent:     pid %d, %s, %d passes, %d events since %s\n", a.PID, a.State, a.Passes, a.Events, a.Started.Local().Format(time.DateTime))
+	if a.LastError != "" {
+		fmt.Fprintf(w, "           last error: %s\n", a.LastError)
+	}
+	for _, m := range a.Missing {
+		fmt.Fprintf(w, "           waiting for %s to exist\n", m)
+	}
+	if total := a.FromPeers + a.FromMirrors; total > 0 {
+		fmt.Fprintf(w, "endpoint:  %s to pacman, %.0f%% from peers (%s), the rest from mirrors\n",
+			units.HumanBytes(total), 100*float64(a.FromPeers)/float64(total), units.HumanBytes(a.FromPeers))
+	}
+}
+
+func printNode(w io.Writer, n *nodeStatus) {
 	if n.Reachable {
 		fmt.Fprintf(w, "node:      %s at %s, peer %s, %d pins of ours\n", n.Version, n.API, n.ID, n.Pins)
 		fmt.Fprintf(w, "lan peers: %d", len(n.LANPeers))
@@ -211,10 +235,9 @@ func printStatus(w io.Writer, st *status) {
 	if n.Error != "" {
 		fmt.Fprintf(w, "           %s\n", n.Error)
 	}
-	if st.LastSync == nil {
-		fmt.Fprintln(w, "last sync: never (run `pacman-ipfs sync`)")
-		return
-	}
+}
+
+func printLastSync(w io.Writer, st *status) {
 	ls := st.LastSync
 	state := "converged"
 	if !ls.Converged {
@@ -248,6 +271,4 @@ func printStatus(w io.Writer, st *status) {
 			fmt.Fprintf(w, "sync db %s: %d packages\n", db.Repo, db.Packages)
 		}
 	}
-	printNotes(w, "refused", st.Refused)
-	printNotes(w, "failed", st.Failed)
 }

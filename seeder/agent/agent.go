@@ -246,8 +246,6 @@ func (a *Agent) loop(ctx context.Context) {
 				return
 			}
 		}
-		retry = nil
-
 		a.setState("reconciling", nil)
 		err := a.pass(ctx, &s)
 		if ctx.Err() != nil {
