@@ -111,3 +111,44 @@ func TestDepsNotifyIsStatic(t *testing.T) {
 		t.Fatal("go list found nothing")
 	}
 }
+
+// The imports between the project's own packages run one way, so the data flow reads top-down:
+// cmd -> agent -> reconcile -> node; the endpoint beside the reconcile, never importing it. Each row
+// names a package (or a folder of them) and what it must never import.
+func TestDepsLayersRunOneWay(t *testing.T) {
+	pkgs := goList(t, nil, "./...")
+	s := module + "/seeder/"
+	rules := []struct {
+		pkg   string // a package, or a folder ending in "/"
+		never []string
+	}{
+		{s + "node/", []string{s + "reconcile", s + "agent", s + "endpoint", s + "prefetch", s + "lanindex", module + "/alpmdb"}},
+		{s + "node", []string{s + "reconcile", s + "agent", s + "endpoint", module + "/alpmdb"}},
+		{s + "reconcile", []string{s + "agent", s + "endpoint", s + "prefetch", s + "lanindex", s + "node/kubo", s + "node/memnode"}},
+		{s + "endpoint", []string{s + "reconcile", s + "agent", s + "prefetch", s + "node/kubo", s + "node/memnode"}},
+		{s + "agent", []string{s + "endpoint", s + "prefetch", s + "lanindex", s + "node/kubo", s + "node/memnode"}},
+		{s + "prefetch", []string{s + "reconcile", s + "agent", s + "endpoint", s + "node/kubo"}},
+		{s + "lanindex", []string{s + "reconcile", s + "agent", s + "endpoint", s + "prefetch"}},
+		{s + "sigcheck", []string{s}},
+		{s + "atomicfile", []string{s}},
+		{s + "units", []string{s}},
+		{module + "/alpmdb/ini", []string{goALPM, module + "/alpmdb", s}},
+	}
+	for _, r := range rules {
+		for p, imps := range pkgs {
+			if p != r.pkg && !(strings.HasSuffix(r.pkg, "/") && strings.HasPrefix(p, r.pkg)) {
+				continue
+			}
+			if strings.HasSuffix(p, "test") {
+				continue // test helpers start what they test
+			}
+			for _, imp := range imps {
+				for _, banned := range r.never {
+					if imp == banned || strings.HasSuffix(banned, "/") && strings.HasPrefix(imp, banned) && !strings.HasPrefix(imp, p) {
+						t.Errorf("%s imports %s: the layers run the other way", p, imp)
+					}
+				}
+			}
+		}
+	}
+}
