@@ -1,4 +1,3 @@
-// Command pacman-ipfs seeds pacman's package cache into IPFS. See README.md.
 package main
 
 import (

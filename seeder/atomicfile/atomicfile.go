@@ -1,5 +1,3 @@
-// Package atomicfile writes files that a crash leaves whole: the old content or the new, never half.
-// It owns that one step and nothing else.
 package atomicfile
 
 import (

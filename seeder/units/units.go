@@ -1,4 +1,3 @@
-// Package units prints quantities for people: byte counts in binary units. It owns formatting only.
 package units
 
 import "fmt"

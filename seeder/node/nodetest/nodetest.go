@@ -1,5 +1,3 @@
-// Package nodetest is the conformance suite every node.Node implementation passes: the in-memory node
-// and the kubo backend run the same checks, so tests written against the fake say something true of kubo.
 package nodetest
 
 import (
