@@ -193,6 +193,26 @@ const (
 	emptyTarMax        = 10240
 )
 
+// entryOf is a package of a sync db as plain values; without a file name and a checksum nothing can be
+// verified against it, and it is left out.
+func entryOf(repo string, p alpm.IPackage) (Entry, bool) {
+	e := Entry{
+		Repo:     repo,
+		Name:     p.Name(),
+		Version:  p.Version(),
+		Arch:     p.Architecture(),
+		FileName: p.FileName(),
+		Size:     p.Size(),
+		PGPSig:   p.Base64Signature(),
+	}
+	sum, err := hex.DecodeString(p.SHA256Sum())
+	if err != nil || len(sum) != len(e.SHA256) || e.FileName == "" {
+		return Entry{}, false
+	}
+	copy(e.SHA256[:], sum)
+	return e, true
+}
+
 func loadDB(h *alpm.Handle, cfg *Config, ix *Index, d DB) (int, error) {
 	fail := func(format string, args ...any) (int, error) {
 		return 0, &DBError{Repo: d.Repo, Path: d.Path, Reason: fmt.Sprintf(format, args...)}
@@ -211,24 +231,11 @@ func loadDB(h *alpm.Handle, cfg *Config, ix *Index, d DB) (int, error) {
 	n, usable := 0, 0
 	_ = db.PkgCache().ForEach(func(p alpm.IPackage) error {
 		n++
-		e := Entry{
-			Repo:     d.Repo,
-			Name:     p.Name(),
-			Version:  p.Version(),
-			Arch:     p.Architecture(),
-			FileName: p.FileName(),
-			Size:     p.Size(),
-			PGPSig:   p.Base64Signature(),
-		}
-		sum, err := hex.DecodeString(p.SHA256Sum())
-		if err != nil || len(sum) != len(e.SHA256) || e.FileName == "" {
-			// Without a checksum nothing can be verified against this entry: leave it out.
-			return nil
-		}
-		copy(e.SHA256[:], sum)
-		usable++
-		if _, dup := ix.byFile[e.FileName]; !dup {
-			ix.byFile[e.FileName] = e
+		if e, ok := entryOf(d.Repo, p); ok {
+			usable++
+			if _, dup := ix.byFile[e.FileName]; !dup {
+				ix.byFile[e.FileName] = e
+			}
 		}
 		return nil
 	})

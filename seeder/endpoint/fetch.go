@@ -256,17 +256,20 @@ func (s *Server) fromIPFS(ctx context.Context, e alpmdb.Entry, c cid.Cid, truste
 	if trusted {
 		return &body{source: "ipfs", r: prefixed(first[:n], r), verified: true, cid: c}, nil
 	}
-	// Only an index says this CID is the package: fetch it whole, spooled and hashed, and serve the spool
-	// once it matched (one read from the node, not a second one for pacman).
+	return s.checkWhole(ctx, catCtx, e, c, prefixed(first[:n], r))
+}
+
+// checkWhole fetches an IPFS file only an index says is the package: whole, spooled and hashed, and
+// serves the spool once it matched (one read from the node, not a second one for pacman).
+func (s *Server) checkWhole(ctx, catCtx context.Context, e alpmdb.Entry, c cid.Cid, r io.ReadCloser) (*body, error) {
+	defer r.Close()
 	spool, err := s.newSpool()
 	if err != nil {
-		r.Close()
 		return nil, err
 	}
 	h := sha256.New()
 	// One copy feeds the hash and the spool: a failed write to either is the copy's error.
-	got, err := io.Copy(io.MultiWriter(h, spool), io.LimitReader(prefixed(first[:n], r), e.Size+1))
-	r.Close()
+	got, err := io.Copy(io.MultiWriter(h, spool), io.LimitReader(r, e.Size+1))
 	fail := func(err error) (*body, error) { spool.Close(); return nil, err }
 	switch {
 	case err != nil && catCtx.Err() != nil && ctx.Err() == nil:

@@ -145,6 +145,16 @@ func (x *Exchange) Run(ctx context.Context) {
 	}
 }
 
+// isAgent says whether a peer runs an agent that answers the LAN protocol. kubo registers its stream
+// mounting as one handler for every protocol under /x/, which is all a peer's node tells of it; whether
+// its agent is there and answers is asked of the agent.
+func (x *Exchange) isAgent(ctx context.Context, n Node, probe func(context.Context, string) bool, p string) bool {
+	pctx, cancel := context.WithTimeout(ctx, ResolveTimeout)
+	protos, err := n.PeerProtocols(pctx, p)
+	cancel()
+	return err == nil && slices.Contains(protos, "/x/") && probe != nil && probe(ctx, p)
+}
+
 func (x *Exchange) round(ctx context.Context) {
 	n, err := x.node(ctx)
 	if err != nil {
@@ -167,12 +177,7 @@ func (x *Exchange) round(ctx context.Context) {
 	found := map[string]string{}
 	var agents []string
 	for _, p := range peers {
-		pctx, cancel := context.WithTimeout(ctx, ResolveTimeout)
-		protos, err := n.PeerProtocols(pctx, p)
-		cancel()
-		// kubo registers its stream mounting as one handler for every protocol under /x/, which is all
-		// a peer's node tells of it; whether its agent is there and answers is asked of the agent.
-		if err == nil && slices.Contains(protos, "/x/") && probe != nil && probe(ctx, p) {
+		if x.isAgent(ctx, n, probe, p) {
 			agents = append(agents, p)
 		}
 		rctx, cancel := context.WithTimeout(ctx, ResolveTimeout)

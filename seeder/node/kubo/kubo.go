@@ -311,14 +311,19 @@ func (c *Client) Add(ctx context.Context, f node.File) (cid.Cid, error) {
 		return cid.Undef, addError(f.Path, resp.Error)
 	}
 	defer resp.Close()
+	return lastCID(f.Path, resp.Output)
+}
+
+// lastCID reads an add's answer, one JSON object per line, and returns the last CID in it: the file's.
+func lastCID(path string, r io.Reader) (cid.Cid, error) {
 	var last string
-	dec := json.NewDecoder(resp.Output)
+	dec := json.NewDecoder(r)
 	for {
 		var out struct{ Hash string }
 		if err := dec.Decode(&out); err == io.EOF {
 			break
 		} else if err != nil {
-			return cid.Undef, addError(f.Path, err)
+			return cid.Undef, addError(path, err)
 		}
 		if out.Hash != "" {
 			last = out.Hash
@@ -326,7 +331,7 @@ func (c *Client) Add(ctx context.Context, f node.File) (cid.Cid, error) {
 	}
 	got, err := cid.Decode(last)
 	if err != nil {
-		return cid.Undef, fmt.Errorf("add %s: the node answered no CID (%q)", f.Path, last)
+		return cid.Undef, fmt.Errorf("add %s: the node answered no CID (%q)", path, last)
 	}
 	return got, nil
 }
