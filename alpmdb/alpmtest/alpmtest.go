@@ -16,18 +16,18 @@ import (
 // RequireRoot into failures so CI cannot silently skip the integration tests.
 const RequireToolsEnv = "PACMAN_IPFS_REQUIRE_TOOLS"
 
-// DefaultTools is what Require checks when called without tools: everything
+// defaultTools is what Require checks when called without tools: everything
 // this package runs.
-var DefaultTools = []string{"pacman", "repo-add", "repo-remove", "bsdtar"}
+func defaultTools() []string { return []string{"pacman", "repo-add", "repo-remove", "bsdtar"} }
 
 // Require skips the test when one of tools is not in $PATH. When tools
 // include "pacman" it also requires root, since every pacman operation on a
 // Sandbox (-Sy, -Sw, -S) refuses to run otherwise. Without tools it checks
-// DefaultTools. With PACMAN_IPFS_REQUIRE_TOOLS=1 it fails instead of skipping.
+// every tool this package runs. With PACMAN_IPFS_REQUIRE_TOOLS=1 it fails instead of skipping.
 func Require(t testing.TB, tools ...string) {
 	t.Helper()
 	if len(tools) == 0 {
-		tools = DefaultTools
+		tools = defaultTools()
 	}
 	var missing []string
 	for _, tool := range tools {
@@ -79,7 +79,9 @@ func run(dir, name string, args ...string) (string, error) {
 // PacmanMajor is the major version of the installed pacman tools (6 on Debian bookworm, 7 on trixie
 // and Arch), read once from `repo-add --version`; 0 when repo-add is missing or says nothing usable.
 // pacman 7's repo-add writes no %MD5SUM% and embeds %PGPSIG% only with --include-sigs.
-var PacmanMajor = sync.OnceValue(func() int {
+func PacmanMajor() int { return pacmanMajor() }
+
+var pacmanMajor = sync.OnceValue(func() int {
 	out, err := exec.Command("repo-add", "--version").CombinedOutput()
 	if err != nil {
 		return 0
