@@ -71,7 +71,7 @@ func TestSignaturesRequiredThroughTheEndpoint(t *testing.T) {
 				t.Errorf("sync on A exited %d: %s", r.code, r.stderr)
 			}
 			var st status
-			r := cli(t, append([]string{"status", "--json", "--socket", filepath.Join(t.TempDir(), "none")}, flagsA...)...)
+			r := cli(t, append([]string{"status", "--json", "--socket", filepath.Join(t.TempDir(), "none")}, flagsA[2:]...)...)
 			if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
 				t.Fatalf("status: %v\n%s", err, r.stdout)
 			}
