@@ -204,7 +204,13 @@ func (w *agentWiring) agentOptions(afterPass func(*reconcile.Report)) agent.Opti
 		Config:   w.cfg,
 		Seeder:   c.seederOptions(w.cfg, nil, w.log),
 		StateDir: c.stateDir,
-		Dial:     func(ctx context.Context) (node.Node, error) { return w.api.client(ctx) },
+		Dial: func(ctx context.Context) (node.Node, error) {
+			k, err := w.api.client(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return c.pinningNode(ctx, k)
+		},
 		API:      kubo.Redact(w.api.addr),
 		Auth:     w.auth,
 		Log:      w.log,

@@ -1,18 +1,21 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/cluster"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/reconcile"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/sigcheck"
@@ -32,6 +35,10 @@ type common struct {
 	verbose    bool
 	indexDir   string
 	publishKey string
+	// IPFS Cluster as the pinning backend (issue: operators).
+	cluster     string
+	clusterFile string
+	replication string
 }
 
 // registerNode registers where the node and the state are: what every command needs.
@@ -48,6 +55,15 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.BoolVar(&c.verbose, "v", false, "log every file seeded and unpinned")
 	fs.StringVar(&c.indexDir, "index-dir", "/pacman-ipfs", "the node's MFS `dir`ectory that mirrors what is seeded as <repo>/os/<arch>/<file> (\"\" for none)")
 	fs.StringVar(&c.publishKey, "publish-index", "", "publish the index root under this IPNS `key` (off: it tells the world what this machine holds)")
+	c.registerCluster(fs)
+}
+
+// registerCluster registers the IPFS Cluster flags: with --cluster, pins go to the cluster and adds to
+// the local node, which must be one of the cluster's IPFS peers.
+func (c *common) registerCluster(fs *flag.FlagSet) {
+	fs.StringVar(&c.cluster, "cluster", "", "pin through this IPFS Cluster REST API `url` (http://host:9094) instead of the node's own pins; the node must be one of the cluster's IPFS peers")
+	fs.StringVar(&c.clusterFile, "cluster-file", "", "read the cluster REST API URL from this `file`, so that a password in it never shows in a process listing")
+	fs.StringVar(&c.replication, "replication", "", "the cluster pins' replication factor, `MIN[,MAX]` (default: the cluster's own; -1: every peer)")
 }
 
 // credentialAPI is the name of the systemd credential (LoadCredential=kubo-api:FILE) holding the kubo
@@ -58,25 +74,88 @@ const credentialAPI = "kubo-api"
 // kubo-api when it is there and not empty, else $IPFS_PATH/api or kubo's default. Errors name the file,
 // never what it holds.
 func (c *common) apiAddr() (string, error) {
-	if c.api != "" {
-		return c.api, nil
-	}
-	if c.apiFile != "" {
-		a, err := firstLine(c.apiFile)
-		if err != nil {
-			return "", fmt.Errorf("--api-file: %w", err)
-		}
-		if a == "" {
-			return "", fmt.Errorf("--api-file %s: empty", c.apiFile)
-		}
-		return a, nil
-	}
-	if dir := os.Getenv("CREDENTIALS_DIRECTORY"); dir != "" {
-		if a, err := firstLine(filepath.Join(dir, credentialAPI)); err == nil && a != "" {
-			return a, nil
-		}
+	a, err := secretSetting(c.api, "--api-file", c.apiFile, credentialAPI)
+	if err != nil || a != "" {
+		return a, err
 	}
 	return kubo.ResolveAPI(""), nil
+}
+
+// credentialCluster is the systemd credential holding the cluster REST API URL.
+const credentialCluster = "cluster-api"
+
+// clusterURL is the cluster REST API: --cluster, else the first line of --cluster-file, else the systemd
+// credential cluster-api; "" for none.
+func (c *common) clusterURL() (string, error) {
+	return secretSetting(c.cluster, "--cluster-file", c.clusterFile, credentialCluster)
+}
+
+// secretSetting is a setting that may hold a password: the flag's value, else the first line of the
+// file flag's file, else the systemd credential of that name when it is there and not empty; "" for
+// none. Errors name the file, never what it holds.
+func secretSetting(value, fileFlag, file, credential string) (string, error) {
+	if value != "" {
+		return value, nil
+	}
+	if file != "" {
+		v, err := firstLine(file)
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", fileFlag, err)
+		}
+		if v == "" {
+			return "", fmt.Errorf("%s %s: empty", fileFlag, file)
+		}
+		return v, nil
+	}
+	if dir := os.Getenv("CREDENTIALS_DIRECTORY"); dir != "" {
+		if v, err := firstLine(filepath.Join(dir, credential)); err == nil && v != "" {
+			return v, nil
+		}
+	}
+	return "", nil
+}
+
+// parseReplication reads MIN[,MAX]; "" is the cluster's default (0, 0).
+func parseReplication(s string) (lo, hi int, err error) {
+	if s == "" {
+		return 0, 0, nil
+	}
+	bad := fmt.Errorf("--replication %q: want MIN[,MAX], numbers of peers, or -1 for every peer", s)
+	a, b, two := strings.Cut(s, ",")
+	if lo, err = strconv.Atoi(strings.TrimSpace(a)); err != nil {
+		return 0, 0, bad
+	}
+	hi = lo
+	if two {
+		if hi, err = strconv.Atoi(strings.TrimSpace(b)); err != nil {
+			return 0, 0, bad
+		}
+	}
+	switch {
+	case lo < -1 || hi < -1 || lo == 0 || hi == 0 || (lo == -1) != (hi == -1):
+		return 0, 0, bad
+	case lo > hi:
+		return 0, 0, fmt.Errorf("--replication %q: MIN is more than MAX", s)
+	}
+	return lo, hi, nil
+}
+
+// pinningNode is where the seeder pins: the local node itself, or, with --cluster, the cluster, the
+// local node still taking the adds.
+func (c *common) pinningNode(ctx context.Context, k *kubo.Client) (node.Node, error) {
+	u, err := c.clusterURL()
+	if err != nil || u == "" {
+		return k, err
+	}
+	lo, hi, err := parseReplication(c.replication)
+	if err != nil {
+		return nil, err
+	}
+	cl, err := cluster.Dial(ctx, u)
+	if err != nil {
+		return nil, err
+	}
+	return cluster.NewNode(ctx, k, cl, lo, hi)
 }
 
 // firstLine returns the first non-empty line of a small file, trimmed.

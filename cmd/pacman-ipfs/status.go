@@ -15,6 +15,7 @@ import (
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/agent"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/agent/control"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/cluster"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/reconcile"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/units"
@@ -33,6 +34,32 @@ type status struct {
 	DBs       []reconcile.DBReport           `json:"dbs"`
 	Refused   []reconcile.FileNote           `json:"refused"`
 	Failed    []reconcile.FileNote           `json:"failed"`
+	// Cluster is the IPFS Cluster pinning for this machine, with --cluster; null without.
+	Cluster *clusterStatus `json:"cluster,omitempty"`
+}
+
+// clusterStatus counts our pins' states across the cluster's peers, per repository.
+type clusterStatus struct {
+	API   string                    `json:"api"`
+	Repos map[string]cluster.Counts `json:"repos"`
+	Error string                    `json:"error,omitempty"`
+}
+
+// askCluster fills in the cluster's view of our pins; a cluster that does not answer is said so.
+func (st *status) askCluster(ctx context.Context, u string) {
+	cs := &clusterStatus{API: cluster.Redact(u)}
+	st.Cluster = cs
+	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	c, err := cluster.Dial(dctx, u)
+	if err != nil {
+		cs.Error = err.Error()
+		return
+	}
+	cs.API = c.Addr()
+	if cs.Repos, err = c.Summary(ctx, node.PinPrefix); err != nil {
+		cs.Error = err.Error()
+	}
 }
 
 type agentStatus struct {
@@ -86,6 +113,7 @@ func runStatus(ctx context.Context, args []string) error {
 	var socket string
 	if err := parse("status", "What is seeded, what was refused and why, the node and the mode. Asks a running agent\nfirst, else reads the state directory.", args, func(fs *flag.FlagSet) {
 		c.registerNode(fs)
+		c.registerCluster(fs)
 		fs.BoolVar(&asJSON, "json", false, "print JSON for scripts")
 		fs.StringVar(&socket, "socket", control.DefaultSocket, "the agent's control `socket`")
 	}); err != nil {
@@ -98,6 +126,11 @@ func runStatus(ctx context.Context, args []string) error {
 		return err
 	}
 	st.Node.ask(ctx, addr)
+	if u, err := c.clusterURL(); err != nil {
+		return err
+	} else if u != "" {
+		st.askCluster(ctx, u)
+	}
 	if st.Agent == nil {
 		var err error
 		if rep, err = reconcile.ReadLastReport(c.stateDir); err != nil {
@@ -196,6 +229,7 @@ func printStatus(w io.Writer, st *status) {
 		return
 	}
 	printLastSync(w, st)
+	printCluster(w, st.Cluster)
 	printNotes(w, "refused", st.Refused)
 	printNotes(w, "failed", st.Failed)
 }
@@ -234,6 +268,21 @@ func printNode(w io.Writer, n *nodeStatus) {
 	}
 	if n.Error != "" {
 		fmt.Fprintf(w, "           %s\n", n.Error)
+	}
+}
+
+func printCluster(w io.Writer, cs *clusterStatus) {
+	if cs == nil {
+		return
+	}
+	if cs.Error != "" {
+		fmt.Fprintf(w, "cluster:   %s\n", cs.Error)
+		return
+	}
+	fmt.Fprintf(w, "cluster:   %s; per repository, pins and their state on the peers they are allocated to:\n", cs.API)
+	for _, repo := range slices.Sorted(maps.Keys(cs.Repos)) {
+		n := cs.Repos[repo]
+		fmt.Fprintf(w, "  %-12s %6d pins: %d pinned, %d pinning, %d queued, %d in error\n", repo, n.Pins, n.Pinned, n.Pinning, n.Queued, n.Error)
 	}
 }
 

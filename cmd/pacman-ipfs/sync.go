@@ -9,6 +9,7 @@ import (
 	"os"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/cluster"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/reconcile"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/units"
@@ -28,7 +29,11 @@ func runSync(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	node, err := kubo.Dial(ctx, addr)
+	k, err := kubo.Dial(ctx, addr)
+	if err != nil {
+		return err
+	}
+	n, err := c.pinningNode(ctx, k)
 	if err != nil {
 		return err
 	}
@@ -39,13 +44,13 @@ func runSync(ctx context.Context, args []string) error {
 	for _, p := range ix.Problems() {
 		log.Warn("sync db skipped", "err", p)
 	}
-	opts := c.seederOptions(cfg, node, log)
+	opts := c.seederOptions(cfg, n, log)
 	opts.Progress = terminal(os.Stderr)
 	s := reconcile.New(opts)
 	rep, err := s.Sync(ctx, ix)
 	printSummary(os.Stdout, rep)
 	if err != nil {
-		if errors.Is(err, kubo.ErrUnreachable) || ctx.Err() != nil {
+		if errors.Is(err, kubo.ErrUnreachable) || errors.Is(err, cluster.ErrUnreachable) || ctx.Err() != nil {
 			return err
 		}
 		return fmt.Errorf("sync did not finish: %w", err)

@@ -895,6 +895,25 @@ func (c *Client) PeerProtocols(ctx context.Context, peer string) ([]string, erro
 	return out.Protocols, nil
 }
 
+// Addresses are the node's listen addresses as its peers dial them, each ending in /p2p/<peer ID>.
+func (c *Client) Addresses(ctx context.Context) ([]string, error) {
+	var id struct {
+		ID        string
+		Addresses []string
+	}
+	if err := c.api.Request("id").Exec(ctx, &id); err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(id.Addresses))
+	for _, a := range id.Addresses {
+		if !strings.Contains(a, "/p2p/") {
+			a += "/p2p/" + id.ID
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
 // ID is the node's peer ID.
 func (c *Client) ID(ctx context.Context) (string, error) {
 	info, err := c.Info(ctx)

@@ -228,7 +228,7 @@ func Start(t testing.TB, opts Options) *Node {
 	}
 	// Our own keys are known-good, so they are written straight into the
 	// config file: one `ipfs config` process per key costs ~40 ms each.
-	if err := editConfig(filepath.Join(repo, "config"), cfg); err != nil {
+	if err := EditJSON(filepath.Join(repo, "config"), cfg); err != nil {
 		t.Fatalf("kubotest: %v", err)
 	}
 	// The caller's keys go through `ipfs config`, which rejects typos.
@@ -250,9 +250,9 @@ func Start(t testing.TB, opts Options) *Node {
 	return n
 }
 
-// editConfig sets dotted KEY to JSON VALUE pairs in a kubo config file,
+// EditJSON sets dotted KEY to JSON VALUE pairs in a JSON config file (kubo's, a cluster peer's service.json),
 // like `ipfs config --json KEY VALUE`, creating intermediate objects.
-func editConfig(path string, kvs [][2]string) error {
+func EditJSON(path string, kvs [][2]string) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return err

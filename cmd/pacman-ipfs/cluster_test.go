@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pacman-ipfs/pacman-ipfs/alpmdb/alpmtest"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/cluster"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/cluster/clustertest"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo/kubotest"
+)
+
+// clusterPins is what the cluster's pinset holds of ours: name to CID.
+func clusterPins(t *testing.T, c *cluster.Client) map[string]string {
+	t.Helper()
+	pins, err := c.Allocations(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, p := range pins {
+		if strings.HasPrefix(p.Name, node.PinPrefix) {
+			out[p.Name] = p.CID
+		}
+	}
+	return out
+}
+
+// pinnedOn counts, for every pin of ours, the cluster peers on which it is pinned.
+func pinnedOn(t *testing.T, c *cluster.Client) map[string]int {
+	t.Helper()
+	st, err := c.Status(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int{}
+	for _, s := range st {
+		if !strings.HasPrefix(s.Name, node.PinPrefix) {
+			continue
+		}
+		out[s.Name] += 0
+		for _, ps := range s.PeerMap {
+			if ps.Status == "pinned" {
+				out[s.Name]++
+			}
+		}
+	}
+	return out
+}
+
+// A seeded cache pinned through a 3-peer cluster with replication 2 is pinned on exactly 2 peers, the
+// other peers fetching from this machine's node (the pins' origins); a package paccache removes is
+// unpinned cluster-wide by the next sync.
+func TestSyncThroughACluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: real pacman, kubo and IPFS Cluster")
+	}
+	alpmtest.Require(t, "pacman", "repo-add", "bsdtar")
+	repo := alpmtest.MakeRepo(t, "core", alpmtest.Pkg{Name: "a", Size: 10 << 10}, alpmtest.Pkg{Name: "b", Size: 3 << 20}, alpmtest.Pkg{Name: "c", Size: 200 << 10})
+	sb := alpmtest.NewSandbox(t, repo)
+	sb.Pacman(t, "-Syw", "a", "b", "c")
+	cl := clustertest.Start(t, 3, kubotest.Options{})
+	// This machine's node is a cluster peer's IPFS node; the others are connected to it by the origins.
+	local := cl.Peers[0]
+	flags := []string{"--pacman-conf", sb.Conf, "--api", local.Kubo.APIAddr, "--state-dir", t.TempDir(),
+		"--cluster", local.APIURL, "--replication", "2"}
+	if r := cli(t, append([]string{"sync"}, flags...)...); r.code != 0 || !strings.Contains(r.stdout, "added 3") {
+		t.Fatalf("sync through the cluster: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	c, err := cluster.Dial(context.Background(), local.APIURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pins := clusterPins(t, c); len(pins) != 3 {
+		t.Fatalf("cluster pinset: %v, want 3 of ours", pins)
+	}
+	waitFor(t, 2*time.Minute, "every pin on 2 peers", func() bool {
+		on := pinnedOn(t, c)
+		for _, n := range on {
+			if n != 2 {
+				return false
+			}
+		}
+		return len(on) == 3
+	})
+
+	// paccache removes b: the next sync unpins it cluster-wide.
+	if err := os.Remove(filepath.Join(sb.CacheDir, repo.Pkgs["b"].FileName())); err != nil {
+		t.Fatal(err)
+	}
+	if r := cli(t, append([]string{"sync"}, flags...)...); r.code != 0 || !strings.Contains(r.stdout, "unpinned 1") {
+		t.Fatalf("sync after paccache: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if pins := clusterPins(t, c); len(pins) != 2 || pins[node.PinPrefix+"core/"+repo.Pkgs["b"].FileName()] != "" {
+		t.Errorf("cluster pinset after paccache: %v", pins)
+	}
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %s", d, what)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// The agent pinning through a cluster: the cluster's REST API down for a minute is retried like a node
+// that is down (nothing unpinned meanwhile, nothing forgotten) and the agent converges once it is back;
+// a cluster peer killed while a package is added, and back, converges too. status shows the cluster's
+// view per repository.
+func TestAgentThroughAClusterOutage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: real pacman, kubo and IPFS Cluster")
+	}
+	alpmtest.Require(t, "pacman", "repo-add", "bsdtar")
+	repo := alpmtest.MakeRepo(t, "core", alpmtest.Pkg{Name: "a", Size: 10 << 10}, alpmtest.Pkg{Name: "b", Size: 20 << 10},
+		alpmtest.Pkg{Name: "d", Size: 2 << 20})
+	sb := alpmtest.NewSandbox(t, repo)
+	sb.Pacman(t, "-Syw", "a", "b")
+	cl := clustertest.Start(t, 3, kubotest.Options{})
+	local, other := cl.Peers[0], cl.Peers[1]
+	socket := filepath.Join(t.TempDir(), "control.sock")
+	startAgent(t, "--pacman-conf", sb.Conf, "--api", local.Kubo.APIAddr, "--state-dir", t.TempDir(), "--listen", socket,
+		"--quiet", "50ms", "--lan-index=false", "--cluster", local.APIURL, "--replication", "2")
+	c, err := cluster.Dial(context.Background(), other.APIURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, "a and b pinned through the cluster", func() bool { return len(clusterPins(t, c)) == 2 })
+
+	// The REST API the agent talks to goes away for a minute; b leaves the cache meanwhile.
+	local.Stop(t)
+	bPin := node.PinPrefix + "core/" + repo.Pkgs["b"].FileName()
+	if err := os.Remove(filepath.Join(sb.CacheDir, repo.Pkgs["b"].FileName())); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Minute)
+	if pins := clusterPins(t, c); pins[bPin] == "" || len(pins) != 2 {
+		t.Fatalf("with the agent's cluster API down the pinset changed: %v", pins)
+	}
+	cl.Restart(t, local)
+	waitFor(t, time.Minute, "b unpinned once the API is back", func() bool {
+		pins := clusterPins(t, c)
+		return len(pins) == 1 && pins[bPin] == ""
+	})
+
+	// A cluster peer killed while d is added, and back.
+	cl.Peers[2].Stop(t)
+	sb.Pacman(t, "-Sw", "d")
+	waitFor(t, time.Minute, "d pinned with a peer down", func() bool { return len(clusterPins(t, c)) == 2 })
+	cl.Restart(t, cl.Peers[2])
+	waitFor(t, 2*time.Minute, "every pin on 2 peers after the peer is back", func() bool {
+		on := pinnedOn(t, c)
+		return len(on) == 2 && on[node.PinPrefix+"core/"+repo.Pkgs["a"].FileName()] == 2 && on[node.PinPrefix+"core/"+repo.Pkgs["d"].FileName()] == 2
+	})
+
+	r := cli(t, "status", "--json", "--socket", socket, "--api", local.Kubo.APIAddr, "--cluster", local.APIURL)
+	var st status
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || st.Cluster == nil {
+		t.Fatalf("status --json: %v\n%s%s", err, r.stdout, r.stderr)
+	}
+	if core := st.Cluster.Repos["core"]; core.Pins != 2 || core.Pinned != 4 || st.Cluster.Error != "" {
+		t.Errorf("status's cluster: %+v", st.Cluster)
+	}
+}
+
+func TestParseReplication(t *testing.T) {
+	tests := []struct {
+		in     string
+		lo, hi int
+		err    bool
+	}{
+		{in: ""}, {in: "2", lo: 2, hi: 2}, {in: "2,3", lo: 2, hi: 3}, {in: " 1 , 4 ", lo: 1, hi: 4}, {in: "-1", lo: -1, hi: -1},
+		{in: "-1,3", err: true}, {in: "3,2", err: true}, {in: "0", err: true}, {in: "x", err: true}, {in: "2,", err: true}, {in: "-2", err: true},
+	}
+	for _, tt := range tests {
+		lo, hi, err := parseReplication(tt.in)
+		if (err != nil) != tt.err || lo != tt.lo || hi != tt.hi {
+			t.Errorf("parseReplication(%q) = %d, %d, %v", tt.in, lo, hi, err)
+		}
+	}
+}
