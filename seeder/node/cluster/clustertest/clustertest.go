@@ -119,7 +119,36 @@ func Start(t testing.TB, n int, kopts kubotest.Options) *Cluster {
 	for i := range n {
 		c.Add(t, fmt.Sprintf("peer%d", i), kopts)
 	}
+	c.WaitMetrics(t)
 	return c
+}
+
+// WaitMetrics waits until every running peer has the freespace metric of every running peer: before
+// that, a pin with a replication factor above 1 fails with "not enough peers to allocate".
+func (c *Cluster) WaitMetrics(t testing.TB) {
+	t.Helper()
+	want := 0
+	for _, p := range c.Peers {
+		if p.running() {
+			want++
+		}
+	}
+	deadline := time.Now().Add(time.Minute)
+	for _, p := range c.Peers {
+		if !p.running() {
+			continue
+		}
+		for {
+			var metrics []json.RawMessage
+			if getJSON(p.APIURL+"/monitor/metrics/freespace", &metrics) == nil && len(metrics) >= want {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("clustertest: %s does not see the freespace metrics of %d peers within a minute", p.Name, want)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
 }
 
 // Add starts one more peer, bootstrapped to every running one.
@@ -271,6 +300,7 @@ func (c *Cluster) Restart(t testing.TB, p *Peer) {
 		}
 	}
 	p.start(t, boot)
+	c.WaitMetrics(t)
 }
 
 func getJSON(url string, out any) error {
