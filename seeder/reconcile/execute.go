@@ -116,7 +116,7 @@ func (ps *pass) accept(h hashed) (seed, bool) {
 		_, lerr := lstat(h.c.Path)
 		h.gone = isNotExist(lerr)
 	}
-	j := judge(ps.in, h, ps.plan.Dirs[ps.dirIndex(h.c.Dir)].NoCopy)
+	j := judge(ps.in, h)
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	if h.err == nil {
@@ -146,15 +146,6 @@ func (ps *pass) accept(h hashed) (seed, bool) {
 		return seed{}, false
 	}
 	return j.Seed, true
-}
-
-func (ps *pass) dirIndex(dir string) int {
-	for i, d := range ps.plan.Dirs {
-		if d.Dir == dir {
-			return i
-		}
-	}
-	return 0 // cannot happen: every candidate comes from a listed dir
 }
 
 func (ps *pass) recordSeeded(sd seed) {

@@ -325,7 +325,7 @@ type judgement struct {
 
 // judge decides on a file whose bytes were just read, as classify does on one whose record vouches for
 // it. Like makePlan it reads no file.
-func judge(in *inputs, h hashed, noCopy bool) judgement {
+func judge(in *inputs, h hashed) judgement {
 	c := h.c
 	switch {
 	case h.err != nil && h.gone:
@@ -348,7 +348,17 @@ func judge(in *inputs, h hashed, noCopy bool) judgement {
 		return judgement{Record: rec, Note: &FileNote{Path: c.Path, Reason: v.Reason}}
 	}
 	rec.Repo = v.Repo
-	return judgement{Record: rec, Verified: true, Seed: in.seed(c, v, *rec, noCopy)}
+	return judgement{Record: rec, Verified: true, Seed: in.seed(c, v, *rec, in.noCopy(c.Dir))}
+}
+
+// noCopy says whether the node references the files of a CacheDir in place.
+func (in *inputs) noCopy(dir string) bool {
+	for _, d := range in.Dirs {
+		if d.Dir == dir {
+			return d.NoCopy
+		}
+	}
+	return false
 }
 
 // unpins lists our pins that no file in the cache accounts for any more, in a stable order.

@@ -198,7 +198,7 @@ func TestJudge(t *testing.T) {
 	w := newPlanWorld()
 	a := w.entry("/c", "a-1-1-x86_64.pkg.tar.zst", int64(len(w.pkg)), 10)
 	sig := w.entry("/c", "a-1-1-x86_64.pkg.tar.zst.sig", int64(len(w.sig)), 12)
-	in := &inputs{Index: w.ix, Records: map[string]*record{}, Sigs: true}
+	in := &inputs{Index: w.ix, Records: map[string]*record{}, Sigs: true, Dirs: []listing{{Dir: "/c", NoCopy: true}}}
 	tests := []struct {
 		name                     string
 		h                        hashed
@@ -217,7 +217,7 @@ func TestJudge(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			j := judge(in, tt.h, true)
+			j := judge(in, tt.h)
 			reason := ""
 			if j.Note != nil {
 				reason = j.Note.Reason
