@@ -189,3 +189,49 @@ func TestParseReplication(t *testing.T) {
 		}
 	}
 }
+
+// The cluster's URL may hold a password: it comes from --cluster, else --cluster-file, else the systemd
+// credential cluster-api, and an error names the file, never what it holds.
+func TestClusterURLSources(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "cluster")
+	if err := os.WriteFile(file, []byte("\n  http://op:s3cret@127.0.0.1:9094  \n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	creds := t.TempDir()
+	if err := os.WriteFile(filepath.Join(creds, credentialCluster), []byte("http://cred@127.0.0.1:9094\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	empty := filepath.Join(dir, "empty")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name       string
+		c          common
+		creds      string
+		want, fail string
+	}{
+		{name: "none", want: ""},
+		{name: "flag", c: common{cluster: "http://a:9094"}, creds: creds, want: "http://a:9094"},
+		{name: "file", c: common{clusterFile: file}, creds: creds, want: "http://op:s3cret@127.0.0.1:9094"},
+		{name: "credential", creds: creds, want: "http://cred@127.0.0.1:9094"},
+		{name: "empty file", c: common{clusterFile: empty}, fail: "--cluster-file " + empty + ": empty"},
+		{name: "missing file", c: common{clusterFile: filepath.Join(dir, "nope")}, fail: "--cluster-file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("CREDENTIALS_DIRECTORY", tt.creds)
+			got, err := tt.c.clusterURL()
+			if tt.fail != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.fail) || strings.Contains(err.Error(), "s3cret") {
+					t.Errorf("clusterURL = %q, %v; want an error with %q", got, err, tt.fail)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Errorf("clusterURL = %q, %v; want %q", got, err, tt.want)
+			}
+		})
+	}
+}
