@@ -208,16 +208,16 @@ func TestClusterURLSources(t *testing.T) {
 	}
 	tests := []struct {
 		name       string
-		c          common
+		c          *common
 		creds      string
 		want, fail string
 	}{
-		{name: "none", want: ""},
-		{name: "flag", c: common{cluster: "http://a:9094"}, creds: creds, want: "http://a:9094"},
-		{name: "file", c: common{clusterFile: file}, creds: creds, want: "http://op:s3cret@127.0.0.1:9094"},
-		{name: "credential", creds: creds, want: "http://cred@127.0.0.1:9094"},
-		{name: "empty file", c: common{clusterFile: empty}, fail: "--cluster-file " + empty + ": empty"},
-		{name: "missing file", c: common{clusterFile: filepath.Join(dir, "nope")}, fail: "--cluster-file"},
+		{name: "none", c: &common{}, want: ""},
+		{name: "flag", c: &common{cluster: "http://a:9094"}, creds: creds, want: "http://a:9094"},
+		{name: "file", c: &common{clusterFile: file}, creds: creds, want: "http://op:s3cret@127.0.0.1:9094"},
+		{name: "credential", c: &common{}, creds: creds, want: "http://cred@127.0.0.1:9094"},
+		{name: "empty file", c: &common{clusterFile: empty}, fail: "--cluster-file " + empty + ": empty"},
+		{name: "missing file", c: &common{clusterFile: filepath.Join(dir, "nope")}, fail: "--cluster-file"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

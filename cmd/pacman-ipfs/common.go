@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -39,6 +40,10 @@ type common struct {
 	cluster     string
 	clusterFile string
 	replication string
+	// The cluster's client, dialled once: the agent asks for its node every pass, and a client (with
+	// its own transport) per pass would leave the earlier ones' idle connections open.
+	clusterMu     sync.Mutex
+	clusterClient *cluster.Client
 }
 
 // registerNode registers where the node and the state are: what every command needs.
@@ -151,11 +156,26 @@ func (c *common) pinningNode(ctx context.Context, k *kubo.Client) (node.Node, er
 	if err != nil {
 		return nil, err
 	}
-	cl, err := cluster.Dial(ctx, u)
+	cl, err := c.clusterOnce(ctx, u)
 	if err != nil {
 		return nil, err
 	}
 	return cluster.NewNode(ctx, k, cl, lo, hi)
+}
+
+// clusterOnce returns the cluster's client, dialling it the first time it answers.
+func (c *common) clusterOnce(ctx context.Context, u string) (*cluster.Client, error) {
+	c.clusterMu.Lock()
+	defer c.clusterMu.Unlock()
+	if c.clusterClient != nil {
+		return c.clusterClient, nil
+	}
+	cl, err := cluster.Dial(ctx, u)
+	if err != nil {
+		return nil, err
+	}
+	c.clusterClient = cl
+	return cl, nil
 }
 
 // firstLine returns the first non-empty line of a small file, trimmed.

@@ -229,15 +229,15 @@ func (ps *pass) collectGarbage(ctx context.Context) bool {
 func (ps *pass) publishIndex(ctx context.Context) error {
 	s := ps.s
 	ixr, ok := s.opts.Node.(node.Indexer)
-	if !ok || ps.in.IndexDir == "" {
+	if !ok || s.opts.IndexDir == "" {
 		return nil
 	}
-	files, sum := indexFiles(ps.seeded, ps.in.Architectures)
+	files, sum := indexFiles(ps.seeded, s.opts.Architectures)
 	if sum == s.state.IndexSum && s.state.Index != "" {
 		ps.rep.Index, ps.rep.IndexName = s.state.Index, s.state.IndexName
 		return nil
 	}
-	root, err := ixr.SetIndex(ctx, ps.in.IndexDir, files)
+	root, err := ixr.SetIndex(ctx, s.opts.IndexDir, files)
 	if err != nil {
 		return err
 	}

@@ -194,9 +194,6 @@ type inputs struct {
 	CIDs    map[string]string  // sha256 (hex) to CID, learned by adding files of more than one block
 	Pins    map[cid.Cid]string // the node's pins of ours (named node.PinPrefix...), by CID
 	Sigs    bool               // signatures the dbs do not carry can be checked against a keyring
-	// IndexDir and Architectures place the seeded files in the mirror-shaped index ("" for none).
-	IndexDir      string
-	Architectures []string
 }
 
 // plan is what a reconcile must do, decided before any file is read: what to hash, to add, to keep, and

@@ -110,8 +110,7 @@ func (s *Seeder) collect(ctx context.Context, ix *alpmdb.Index, sigs bool) (inpu
 		pins, err := s.opts.Node.Pins(ctx, node.PinPrefix)
 		listed <- pinList{pins, err}
 	}()
-	in := inputs{Index: ix, Records: s.state.Files, CIDs: s.state.CIDs, Sigs: sigs,
-		IndexDir: s.opts.IndexDir, Architectures: s.opts.Architectures}
+	in := inputs{Index: ix, Records: s.state.Files, CIDs: s.state.CIDs, Sigs: sigs}
 	for _, dir := range s.opts.CacheDirs {
 		l := listing{Dir: dir, Why: "the node cannot reference files in place"}
 		if r, ok := s.opts.Node.(node.Referencer); ok {

@@ -9,7 +9,6 @@ import (
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/cluster"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/cluster/clustertest"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo/kubotest"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/nodetest"
 )
@@ -21,7 +20,7 @@ func BenchmarkSecondReplica(b *testing.B) {
 	cl := clustertest.Start(b, 3, kubotest.Options{})
 	ctx := context.Background()
 	local := cl.Peers[0]
-	k, c := dialB(b, local)
+	k, c := dial(b, local)
 	n, err := cluster.NewNode(ctx, k, c, 2, 2)
 	if err != nil {
 		b.Fatal(err)
@@ -62,17 +61,4 @@ func BenchmarkSecondReplica(b *testing.B) {
 	b.Logf("200 MB, replication 2 on 3 peers: added and cluster-pinned in %s, second replica PINNED %s later; "+
 		"a plain kubo node pinning the same CID from the first: %s (%.2fx)", added.Round(time.Millisecond),
 		replica.Round(time.Millisecond), raw.Round(time.Millisecond), replica.Seconds()/raw.Seconds())
-}
-
-func dialB(b *testing.B, p *clustertest.Peer) (*kubo.Client, *cluster.Client) {
-	b.Helper()
-	k, err := kubo.Dial(context.Background(), p.Kubo.APIAddr)
-	if err != nil {
-		b.Fatal(err)
-	}
-	c, err := cluster.Dial(context.Background(), p.APIURL)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return k, c
 }

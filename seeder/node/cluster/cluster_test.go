@@ -18,7 +18,7 @@ import (
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/nodetest"
 )
 
-func dial(t *testing.T, p *clustertest.Peer) (*kubo.Client, *cluster.Client) {
+func dial(t testing.TB, p *clustertest.Peer) (*kubo.Client, *cluster.Client) {
 	t.Helper()
 	k, err := kubo.Dial(context.Background(), p.Kubo.APIAddr)
 	if err != nil {

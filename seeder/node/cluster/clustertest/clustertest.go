@@ -1,12 +1,10 @@
 package clustertest
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -71,38 +69,13 @@ func Binary(t testing.TB) string {
 	return buildPath
 }
 
+// goTool builds the cluster tool name pinned in testdata/cluster/go.mod.
 func goTool(name string) (string, error) {
-	dir, err := toolsDir()
+	dir, err := kubotest.ModuleDir(filepath.Join("testdata", "cluster"))
 	if err != nil {
 		return "", err
 	}
-	cmd := exec.Command("go", "tool", "-n", name)
-	cmd.Dir = dir
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return "", fmt.Errorf("go tool -n %s in %s: %v: %s", name, dir, err, strings.TrimSpace(stderr.String()))
-	}
-	return strings.TrimSpace(string(out)), nil
-}
-
-// toolsDir is testdata/cluster of the module this test runs in.
-func toolsDir() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "testdata", "cluster", "go.mod")); err == nil {
-			return filepath.Join(dir, "testdata", "cluster"), nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no testdata/cluster/go.mod above the current directory")
-		}
-		dir = parent
-	}
+	return kubotest.GoTool(dir, name)
 }
 
 // Start starts n peers, each with a kubo node of its own (kopts for all of them).

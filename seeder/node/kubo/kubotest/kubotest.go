@@ -77,43 +77,51 @@ func binary() (string, error) {
 // goToolIPFS builds (or finds in the build cache) the kubo tool pinned in
 // go.mod. The first build takes minutes; later ones are cache hits.
 func goToolIPFS() (string, error) {
-	root, err := moduleRoot()
+	root, err := ModuleDir(".")
 	if err != nil {
 		return "", err
 	}
+	return GoTool(root, "ipfs")
+}
+
+// GoTool builds (or finds in the build cache) the tool name pinned in the
+// go.mod of dir, with `go tool -n`, and returns its path.
+func GoTool(dir, name string) (string, error) {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		return "", err
 	}
-	cmd := exec.Command(goBin, "tool", "-n", "ipfs")
-	cmd.Dir = root
+	cmd := exec.Command(goBin, "tool", "-n", name)
+	cmd.Dir = dir
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return "", fmt.Errorf("go tool -n ipfs in %s: %v: %s", root, err, strings.TrimSpace(stderr.String()))
+		return "", fmt.Errorf("go tool -n %s in %s: %v: %s", name, dir, err, strings.TrimSpace(stderr.String()))
 	}
 	p := strings.TrimSpace(string(out))
 	if _, err := os.Stat(p); err != nil {
-		return "", fmt.Errorf("go tool -n ipfs in %s: %w", root, err)
+		return "", fmt.Errorf("go tool -n %s in %s: %w", name, dir, err)
 	}
 	return p, nil
 }
 
-// moduleRoot walks up from the current directory (the package directory
-// under go test) to the nearest go.mod.
-func moduleRoot() (string, error) {
+// ModuleDir walks up from the current directory (the package directory
+// under go test) to the nearest directory d with d/sub/go.mod, and returns
+// d/sub: ModuleDir(".") is the module root, ModuleDir("testdata/cluster")
+// the module of the cluster tools.
+func ModuleDir(sub string) (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err
 	}
 	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
+		if _, err := os.Stat(filepath.Join(dir, sub, "go.mod")); err == nil {
+			return filepath.Join(dir, sub), nil
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			return "", errors.New("no go.mod found above the current directory")
+			return "", fmt.Errorf("no %s above the current directory", filepath.Join(sub, "go.mod"))
 		}
 		dir = parent
 	}
