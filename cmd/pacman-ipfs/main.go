@@ -15,10 +15,12 @@ commands:
   sync      one reconcile pass: seed every verified cache file, unpin what left the cache
   status    what is seeded, what was refused and why, the node, the mode (--json for scripts)
   agent     the long-running seeder: watches the caches, answers the control socket (systemd)
+  seed-mirror
+            seed an Arch mirror tree (operators: after rsync, from a timer), optionally into IPFS Cluster
 
 Every command takes --api ADDR (a kubo RPC multiaddr or URL; default $IPFS_PATH/api, then
 /ip4/127.0.0.1/tcp/5001) and --state-dir DIR; sync and agent also read --pacman-conf FILE (default
-/etc/pacman.conf). A flag a command does not use is refused. Run 'pacman-ipfs <command> -h' for the
+/etc/pacman.conf); seed-mirror reads --root DIR instead. A flag a command does not use is refused. Run 'pacman-ipfs <command> -h' for the
 rest.
 `
 
@@ -56,6 +58,8 @@ func run(ctx context.Context, args []string) error {
 		return runStatus(ctx, args[1:])
 	case "agent":
 		return runAgent(ctx, args[1:])
+	case "seed-mirror":
+		return runSeedMirror(ctx, args[1:])
 	case "-h", "-help", "--help", "help":
 		fmt.Print(usage)
 		return nil

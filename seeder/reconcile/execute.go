@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 
@@ -32,6 +33,10 @@ type pass struct {
 	// seeded are the files pinned after the pass, with their CIDs: the index and the reference check
 	// are made from them.
 	seeded []seed
+	// unpins are the pins to remove at the end of the pass, kept those whose file left but whose
+	// retention has not run out (they stay in the index).
+	unpins []cid.Cid
+	kept   []seed
 	gcOnce sync.Once
 	gcErr  error
 }
@@ -52,6 +57,9 @@ func (ps *pass) run(ctx context.Context) error {
 	if err := ps.addAndHash(ctx); err != nil {
 		return err
 	}
+	gone := unpins(ps.in.Pins, ps.plan.Claimed)
+	ps.unpins, ps.kept, ps.s.state.Gone = retention(gone, ps.in.Pins, ps.in.Gone, ps.in.Now, ps.s.opts.Retain)
+	ps.rep.Retained = len(ps.kept)
 	if err := ps.publishIndex(ctx); err != nil {
 		return err
 	}
@@ -232,7 +240,7 @@ func (ps *pass) publishIndex(ctx context.Context) error {
 	if !ok || s.opts.IndexDir == "" {
 		return nil
 	}
-	files, sum := indexFiles(ps.seeded, s.opts.Architectures)
+	files, sum := indexFiles(append(slices.Clip(ps.seeded), ps.kept...), s.opts.Architectures)
 	if sum == s.state.IndexSum && s.state.Index != "" {
 		ps.rep.Index, ps.rep.IndexName = s.state.Index, s.state.IndexName
 		return nil
@@ -256,10 +264,11 @@ func (ps *pass) publishIndex(ctx context.Context) error {
 
 // unpin removes our pins that no file accounts for.
 func (ps *pass) unpin(ctx context.Context) error {
-	for _, c := range unpins(ps.in.Pins, ps.plan.Claimed) {
+	for _, c := range ps.unpins {
 		if err := ps.s.opts.Node.Unpin(ctx, c); err != nil {
 			return fmt.Errorf("unpin %s (%s): %w", c, ps.in.Pins[c], err)
 		}
+		delete(ps.s.state.Gone, c.String())
 		ps.rep.Unpinned++
 		ps.s.log.Info("unpinned", "cid", c.String(), "pin", ps.in.Pins[c])
 	}

@@ -27,7 +27,8 @@ func ignored(name string, mode fs.FileMode) bool {
 
 // scanDir lists the entries of one CacheDir. Entries are lstat'ed, never followed, never opened.
 // A CacheDir that does not exist holds nothing.
-func scanDir(dir string) ([]candidate, error) {
+// ignore, when not nil, drops the entries the directory's layout says are not packages.
+func scanDir(dir string, ignore func(string, fs.FileMode) bool) ([]candidate, error) {
 	f, err := os.Open(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -50,7 +51,7 @@ func scanDir(dir string) ([]candidate, error) {
 		if err != nil {
 			return nil, fmt.Errorf("stat %s: %w", path, err)
 		}
-		if ignored(name, st.Mode) {
+		if ignored(name, st.Mode) || (ignore != nil && ignore(path, st.Mode)) {
 			continue
 		}
 		out = append(out, candidate{Dir: dir, Name: name, Path: path, Stat: st})

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/ipfs/go-cid"
 
@@ -194,6 +195,10 @@ type inputs struct {
 	CIDs    map[string]string  // sha256 (hex) to CID, learned by adding files of more than one block
 	Pins    map[cid.Cid]string // the node's pins of ours (named node.PinPrefix...), by CID
 	Sigs    bool               // signatures the dbs do not carry can be checked against a keyring
+	// Gone is when each pin no file accounted for was first missed (CID to Unix seconds); Now is the
+	// time of this pass.
+	Gone map[string]int64
+	Now  time.Time
 }
 
 // plan is what a reconcile must do, decided before any file is read: what to hash, to add, to keep, and
@@ -368,6 +373,38 @@ func unpins(pins map[cid.Cid]string, keep map[cid.Cid]bool) []cid.Cid {
 	}
 	slices.SortFunc(out, func(a, b cid.Cid) int { return strings.Compare(pins[a], pins[b]) })
 	return out
+}
+
+// retention splits the pins no file accounts for any more (gone, from unpins) into those to unpin now
+// and those kept until keep has passed since the first pass that missed them. since is when each of
+// them was first missed, to remember until its unpin is done: a failed unpin must not restart the clock.
+func retention(gone []cid.Cid, pins map[cid.Cid]string, missed map[string]int64, now time.Time, keep time.Duration) (unpin []cid.Cid, kept []seed, since map[string]int64) {
+	since = make(map[string]int64, len(gone))
+	for _, c := range gone {
+		first, ok := missed[c.String()]
+		if !ok {
+			first = now.Unix()
+		}
+		since[c.String()] = first
+		if keep <= 0 || !now.Before(time.Unix(first, 0).Add(keep)) {
+			unpin = append(unpin, c)
+			continue
+		}
+		if sd, ok := pinnedSeed(c, pins[c]); ok {
+			kept = append(kept, sd)
+		}
+	}
+	return unpin, kept, since
+}
+
+// pinnedSeed is what a pin's name says of its file (PinPrefix<repo>/<file>): enough to list it in the
+// index, where a pin kept after its file left is still found at the path it had.
+func pinnedSeed(c cid.Cid, name string) (seed, bool) {
+	repo, file, ok := strings.Cut(strings.TrimPrefix(name, node.PinPrefix), "/")
+	if !ok || repo == "" || file == "" || strings.Contains(file, "/") {
+		return seed{}, false
+	}
+	return seed{Name: file, Repo: repo, CID: c}, true
 }
 
 // indexFiles is the mirror-shaped index of what is seeded (<repo>/os/<arch>/<file>), with the

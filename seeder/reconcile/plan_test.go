@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ipfs/go-cid"
 
@@ -271,5 +272,59 @@ func TestDanglingAndNeeding(t *testing.T) {
 	got := needing(seeded, map[cid.Cid][]cid.Cid{big: {big, shared}}, lost)
 	if len(got) != 1 || got[0].Path != "/c/big" {
 		t.Errorf("needing = %v, want /c/big", got)
+	}
+}
+
+func TestRetention(t *testing.T) {
+	a, b, bad := node.RawCID([32]byte{1}), node.RawCID([32]byte{2}), node.RawCID([32]byte{3})
+	pins := map[cid.Cid]string{a: node.PinPrefix + "core/a-1-1-x86_64.pkg.tar.zst", b: node.PinPrefix + "extra/b-1-1-any.pkg.tar.zst",
+		bad: "pacman-ipfs:no-slash"}
+	now := time.Unix(1_800_000_000, 0)
+	day := 24 * time.Hour
+	ago := func(d time.Duration) int64 { return now.Add(-d).Unix() }
+	tests := []struct {
+		name   string
+		gone   []cid.Cid
+		missed map[string]int64
+		keep   time.Duration
+		unpin  []cid.Cid
+		kept   []string // file names
+		since  map[string]int64
+	}{
+		{name: "no retention: unpinned by the pass that misses it", gone: []cid.Cid{a}, unpin: []cid.Cid{a},
+			since: map[string]int64{a.String(): now.Unix()}},
+		{name: "first missed now: kept, and the clock starts", gone: []cid.Cid{a}, keep: 14 * day,
+			kept: []string{"a-1-1-x86_64.pkg.tar.zst"}, since: map[string]int64{a.String(): now.Unix()}},
+		{name: "missed 13 days ago: still kept, the clock as it was", gone: []cid.Cid{a}, keep: 14 * day,
+			missed: map[string]int64{a.String(): ago(13 * day)}, kept: []string{"a-1-1-x86_64.pkg.tar.zst"},
+			since: map[string]int64{a.String(): ago(13 * day)}},
+		{name: "missed 14 days ago: unpinned", gone: []cid.Cid{a, b}, keep: 14 * day,
+			missed: map[string]int64{a.String(): ago(14 * day), b.String(): ago(day)}, unpin: []cid.Cid{a},
+			kept: []string{"b-1-1-any.pkg.tar.zst"}, since: map[string]int64{a.String(): ago(14 * day), b.String(): ago(day)}},
+		{name: "back in the tree: forgotten", gone: nil, keep: 14 * day, missed: map[string]int64{a.String(): ago(day)},
+			since: map[string]int64{}},
+		{name: "a pin name that says no file: kept pinned, not indexed", gone: []cid.Cid{bad}, keep: day,
+			since: map[string]int64{bad.String(): now.Unix()}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			unpin, kept, since := retention(tt.gone, pins, tt.missed, now, tt.keep)
+			if !slices.EqualFunc(unpin, tt.unpin, cid.Cid.Equals) {
+				t.Errorf("unpin = %v, want %v", unpin, tt.unpin)
+			}
+			var names []string
+			for _, sd := range kept {
+				names = append(names, sd.Name)
+				if !sd.CID.Defined() || sd.Repo == "" {
+					t.Errorf("kept %+v: no CID or repo", sd)
+				}
+			}
+			if !slices.Equal(names, tt.kept) {
+				t.Errorf("kept = %v, want %v", names, tt.kept)
+			}
+			if !maps.Equal(since, tt.since) {
+				t.Errorf("since = %v, want %v", since, tt.since)
+			}
+		})
 	}
 }

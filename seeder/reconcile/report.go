@@ -12,6 +12,7 @@ type Report struct {
 	AddedBytes  int64                `json:"added_bytes"`
 	Seeded      int                  `json:"already_seeded"` // already pinned before this pass
 	Unpinned    int                  `json:"unpinned"`
+	Retained    int                  `json:"retained,omitempty"`   // pins kept after their file left (Options.Retain)
 	Refused     []FileNote           `json:"refused"`              // not publishable: normal, and said why
 	Failed      []FileNote           `json:"failed"`               // could not be seeded this time: the pass did not converge
 	Repos       map[string]RepoCount `json:"repos"`                // what is seeded after the pass, per repository

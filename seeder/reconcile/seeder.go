@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"sort"
 	"time"
@@ -34,6 +35,16 @@ type Options struct {
 	// repo-add leaves %PGPSIG% out) against pacman's keyring. It is asked at the start of every pass, so
 	// a keyring made later (pacman-key --init) is used from then on; nil (or a nil result) refuses them.
 	Signatures func() sigcheck.Verifier
+	// Ignore, when set, names the entries of a directory that its layout says are not packages (a
+	// mirror tree's databases, its links into pool/): neither seeded nor refused.
+	Ignore func(path string, mode fs.FileMode) bool
+	// Copy, when set, says why files are copied into the node even where it could reference them in
+	// place: a pin kept after its file is gone (Retain) needs its blocks in the node's own store.
+	Copy string
+	// Retain keeps the pins of files that left the directories for this long after the first pass that
+	// missed them (0: unpinned by that pass). Now is the clock it is measured by (nil: time.Now).
+	Retain time.Duration
+	Now    func() time.Time
 }
 
 // Seeder runs reconcile passes. Its methods must not be called concurrently.
@@ -110,13 +121,15 @@ func (s *Seeder) collect(ctx context.Context, ix *alpmdb.Index, sigs bool) (inpu
 		pins, err := s.opts.Node.Pins(ctx, node.PinPrefix)
 		listed <- pinList{pins, err}
 	}()
-	in := inputs{Index: ix, Records: s.state.Files, CIDs: s.state.CIDs, Sigs: sigs}
+	in := inputs{Index: ix, Records: s.state.Files, CIDs: s.state.CIDs, Sigs: sigs, Gone: s.state.Gone, Now: s.now()}
 	for _, dir := range s.opts.CacheDirs {
 		l := listing{Dir: dir, Why: "the node cannot reference files in place"}
-		if r, ok := s.opts.Node.(node.Referencer); ok {
+		if r, ok := s.opts.Node.(node.Referencer); ok && s.opts.Copy == "" {
 			l.NoCopy, l.Why = r.CanReference(ctx, dir)
+		} else if s.opts.Copy != "" {
+			l.Why = s.opts.Copy
 		}
-		l.Entries, l.Err = scanDir(dir)
+		l.Entries, l.Err = scanDir(dir, s.opts.Ignore)
 		in.Dirs = append(in.Dirs, l)
 	}
 	pl := <-listed
@@ -125,6 +138,13 @@ func (s *Seeder) collect(ctx context.Context, ix *alpmdb.Index, sigs bool) (inpu
 	}
 	in.Pins = pl.pins
 	return in, nil
+}
+
+func (s *Seeder) now() time.Time {
+	if s.opts.Now != nil {
+		return s.opts.Now()
+	}
+	return time.Now()
 }
 
 // save records the pass, and forgets the files that left the cache.

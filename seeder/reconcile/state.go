@@ -58,6 +58,9 @@ type state struct {
 	Index, IndexSum, IndexName string `json:",omitempty"`
 	// BrokenRefs is what the last reference check left unrepaired: the next pass checks again.
 	BrokenRefs int `json:",omitempty"`
+	// Gone is when each of our pins that no file accounts for was first missed (CID to Unix seconds):
+	// with Options.Retain it stays pinned until then plus Retain.
+	Gone map[string]int64 `json:",omitempty"`
 }
 
 func newState() *state {

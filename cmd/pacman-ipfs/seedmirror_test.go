@@ -1,0 +1,193 @@
+package main
+
+import (
+	"context"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pacman-ipfs/pacman-ipfs/alpmdb/alpmtest"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/cluster"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/cluster/clustertest"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo/kubotest"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/reconcile"
+)
+
+// mirrorBackend is where seed-mirror pins in a test: a kubo node of its own, or a 3-peer cluster.
+type mirrorBackend struct {
+	name  string
+	start func(t *testing.T) (flags []string, pins func() map[string]string, k *kubotest.Node)
+}
+
+var mirrorBackends = []mirrorBackend{
+	{"kubo", func(t *testing.T) ([]string, func() map[string]string, *kubotest.Node) {
+		k := kubotest.Start(t, kubotest.Options{})
+		c, err := kubo.Dial(context.Background(), k.APIAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return []string{"--api", k.APIAddr}, func() map[string]string {
+			pins, err := c.Pins(context.Background(), node.PinPrefix)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := map[string]string{}
+			for c, name := range pins {
+				out[name] = c.String()
+			}
+			return out
+		}, k
+	}},
+	{"cluster", func(t *testing.T) ([]string, func() map[string]string, *kubotest.Node) {
+		cl := clustertest.Start(t, 3, kubotest.Options{})
+		local := cl.Peers[0]
+		c, err := cluster.Dial(context.Background(), local.APIURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			// Every pin on 2 of the 3 peers: the others fetched from this node (the pins' origins).
+			waitFor(t, 2*time.Minute, "every pin on 2 peers", func() bool {
+				on := pinnedOn(t, c)
+				for _, n := range on {
+					if n != 2 {
+						return false
+					}
+				}
+				return len(on) > 0
+			})
+		})
+		return []string{"--api", local.Kubo.APIAddr, "--cluster", local.APIURL, "--replication", "2"},
+			func() map[string]string { return clusterPins(t, c) }, local.Kubo
+	}},
+}
+
+// seed-mirror on a tree with two repositories, core laid out as Arch's mirrors do (files in pool/,
+// links in os/x86_64/) and extra with the files beside its db, through a kubo node and through a
+// 3-peer cluster: verified packages and signatures are pinned, a tampered package and a link out of the
+// tree are refused, an unchanged tree re-runs without reading a package, an rsync delta is read and
+// nothing else, packages that left stay pinned (and in the index) for --keep-days, and --keep-days 0
+// unpins them.
+func TestSeedMirror(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: real repo-add, kubo and IPFS Cluster")
+	}
+	alpmtest.Require(t, "repo-add", "repo-remove", "bsdtar")
+	for _, b := range mirrorBackends {
+		t.Run(b.name, func(t *testing.T) { testSeedMirror(t, b) })
+	}
+}
+
+func testSeedMirror(t *testing.T, b mirrorBackend) {
+	core := alpmtest.MakeRepo(t, "core", alpmtest.Pkg{Name: "a", Size: 10 << 10}, alpmtest.Pkg{Name: "b", Arch: "any", Size: 2 << 20, Sig: true},
+		alpmtest.Pkg{Name: "c", Size: 200 << 10})
+	extra := alpmtest.MakeRepo(t, "extra", alpmtest.Pkg{Name: "d", Size: 1500 << 10}, alpmtest.Pkg{Name: "e", Size: 20 << 10},
+		alpmtest.Pkg{Name: "g", Size: 30 << 10})
+	root := t.TempDir()
+	alpmtest.SyncMirror(t, root, "x86_64", true, core)
+	alpmtest.SyncMirror(t, root, "x86_64", false, extra)
+	// An attacker's link out of the tree, and a package whose bytes are not the db's.
+	evil := filepath.Join(root, "core", "os", "x86_64", "evil-1.0-1-x86_64.pkg.tar.gz")
+	if err := os.Symlink("/etc/passwd", evil); err != nil {
+		t.Fatal(err)
+	}
+	tampered := filepath.Join(root, "extra", "os", "x86_64", extra.Pkgs["g"].FileName())
+	if err := os.WriteFile(tampered, make([]byte, fileSize(t, tampered)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	flags, pins, k := b.start(t)
+	state := t.TempDir()
+	run := func(extraFlags ...string) *reconcile.Report {
+		t.Helper()
+		r := cli(t, append(append([]string{"seed-mirror", "--root", root, "--state-dir", state}, flags...), extraFlags...)...)
+		if r.code != 0 || strings.Count(r.stdout, "\n") != 1 || !strings.HasPrefix(r.stdout, "seed-mirror ") {
+			t.Fatalf("seed-mirror %v: exit %d, want 0 and one summary line\n%s%s", extraFlags, r.code, r.stdout, r.stderr)
+		}
+		rep, err := reconcile.ReadLastReport(state)
+		if err != nil || rep == nil {
+			t.Fatalf("last report: %v", err)
+		}
+		return rep
+	}
+	name := func(r *alpmtest.Repo, pkg, suffix string) string {
+		return node.PinPrefix + r.Name + "/" + r.Pkgs[pkg].FileName() + suffix
+	}
+
+	rep := run()
+	want := []string{name(core, "a", ""), name(core, "b", ""), name(core, "b", ".sig"), name(core, "c", ""), name(extra, "d", ""), name(extra, "e", "")}
+	if got := slices.Sorted(maps.Keys(pins())); !slices.Equal(got, want) || rep.Added != 6 {
+		t.Fatalf("first run: added %d, pins %v, want %v", rep.Added, got, want)
+	}
+	refused := map[string]string{}
+	for _, n := range rep.Refused {
+		refused[n.Path] = n.Reason
+	}
+	if !strings.Contains(refused[evil], "symlink") || !strings.Contains(refused[tampered], "sha256 mismatch") || len(refused) != 2 {
+		t.Errorf("refused: %v, want the link and the tampered package", refused)
+	}
+	oldA := "/pacman-ipfs-mirror/core/os/x86_64/" + core.Pkgs["a"].FileName()
+	k.IPFS(t, "files", "stat", oldA)
+
+	if rep := run(); rep.HashedBytes != 0 || rep.Added != 0 || rep.Seeded != 6 {
+		t.Errorf("unchanged tree: hashed %d bytes, added %d, already seeded %d; want 0, 0, 6", rep.HashedBytes, rep.Added, rep.Seeded)
+	}
+
+	// The day's rsync: a newer a in core, e gone from extra (both files deleted by rsync), and g repaired.
+	oldPins := pins()
+	newA := alpmtest.Pkg{Name: "a", Version: "1.1-1", Size: 12 << 10}
+	core.Add(t, newA)
+	extra.Remove(t, "e")
+	alpmtest.SyncMirror(t, root, "x86_64", true, core)
+	alpmtest.SyncMirror(t, root, "x86_64", false, extra)
+	rep = run()
+	delta := fileSize(t, filepath.Join(root, "pool", "packages", newA.FileName())) + fileSize(t, tampered)
+	if rep.Added != 2 || rep.HashedBytes != int64(delta) || rep.Retained != 2 || rep.Unpinned != 0 || len(rep.Refused) != 0 {
+		t.Errorf("after the delta: added %d, hashed %d bytes, retained %d, unpinned %d, refused %d; want 2, the new a's and g's size, 2, 0, 0 (rsync deleted the link)",
+			rep.Added, rep.HashedBytes, rep.Retained, rep.Unpinned, len(rep.Refused))
+	}
+	after := pins()
+	for n, c := range oldPins {
+		if after[n] != c {
+			t.Errorf("pin %s dropped within --keep-days", n)
+		}
+	}
+	k.IPFS(t, "files", "stat", oldA) // a downgrade is still where it was
+	k.IPFS(t, "files", "stat", "/pacman-ipfs-mirror/core/os/x86_64/"+newA.FileName())
+
+	rep = run("--keep-days", "0")
+	if rep.Unpinned != 2 || rep.Retained != 0 {
+		t.Errorf("--keep-days 0: unpinned %d, retained %d; want 2, 0", rep.Unpinned, rep.Retained)
+	}
+	final := pins()
+	if len(final) != 6 || final[name(core, "a", "")] == "" || final[name(extra, "g", "")] == "" {
+		t.Errorf("pins after --keep-days 0: %v", final)
+	}
+	if _, err := k.TryIPFS(t, "files", "stat", oldA); err == nil {
+		t.Error("the unpinned old a is still in the index")
+	}
+}
+
+// Two runs on one state directory: the second is refused at once, naming it.
+func TestSeedMirrorLock(t *testing.T) {
+	state := t.TempDir()
+	f, err := os.OpenFile(filepath.Join(state, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	r := cli(t, "seed-mirror", "--root", t.TempDir(), "--state-dir", state, "--api", "/ip4/127.0.0.1/tcp/1")
+	if r.code != 1 || !strings.Contains(r.stderr, "in use by another seed-mirror run") || !strings.Contains(r.stderr, state) {
+		t.Errorf("second run: exit %d\n%s", r.code, r.stderr)
+	}
+}
