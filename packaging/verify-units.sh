@@ -1,7 +1,7 @@
 #!/bin/sh
 # CI check of the systemd units: runs `systemd-analyze verify` on pacman-ipfs.socket,
-# pacman-ipfs-mirror.socket, pacman-ipfs.service and pacman-ipfs-kubo.service, and fails on any message
-# at all.
+# pacman-ipfs-mirror.socket, pacman-ipfs.service, pacman-ipfs-kubo.service and
+# pacman-ipfs-seed-mirror.service/.timer, and fails on any message at all.
 #
 # verify insists that every Exec*= binary exists, so the binaries the units name are created as stub
 # executables at their real paths, only where nothing is there yet, and removed again on exit (with any
@@ -46,14 +46,15 @@ for f in $stubs; do
 	chmod 755 "$f"
 done
 
-cp "$here/pacman-ipfs.socket" "$here/pacman-ipfs-mirror.socket" "$here/pacman-ipfs.service" "$here/pacman-ipfs-kubo.service" "$tmp/"
+units="pacman-ipfs.socket pacman-ipfs-mirror.socket pacman-ipfs.service pacman-ipfs-kubo.service pacman-ipfs-seed-mirror.service pacman-ipfs-seed-mirror.timer"
+for u in $units; do cp "$here/$u" "$tmp/"; done
 rc=0
-out=$(cd "$tmp" && systemd-analyze verify --man=no \
-	pacman-ipfs.socket pacman-ipfs-mirror.socket pacman-ipfs.service pacman-ipfs-kubo.service 2>&1) || rc=$?
+# shellcheck disable=SC2086 # $units is a list of words
+out=$(cd "$tmp" && systemd-analyze verify --man=no $units 2>&1) || rc=$?
 if [ "$rc" -ne 0 ] || [ -n "$out" ]; then
 	printf '%s\n' "$out" >&2
 	echo "verify-units: FAILED (systemd-analyze verify exit $rc)" >&2
 	exit 1
 fi
 
-echo "verify-units: OK (pacman-ipfs.socket pacman-ipfs-mirror.socket pacman-ipfs.service pacman-ipfs-kubo.service)"
+echo "verify-units: OK ($units)"

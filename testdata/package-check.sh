@@ -88,8 +88,11 @@ out=$(systemd-tmpfiles --root="$root" --create 2>&1) || { echo "$out" >&2; fail 
 kubo_uid=$(awk -F: '$1 == "pacman-ipfs-kubo" {print $3}' "$root/etc/passwd")
 [ "$(stat -c %u "$root/var/cache/pacman-ipfs")" = "$kubo_uid" ] || fail "/var/cache/pacman-ipfs is not owned by pacman-ipfs-kubo (uid $kubo_uid)"
 
-step "the credential file of the unit's LoadCredential=: there, root's only"
-[ "$(stat -c '%a %u' "$root/etc/pacman-ipfs/kubo-api")" = "600 0" ] || fail "/etc/pacman-ipfs/kubo-api is not 0600 root"
+step "the credential files of the units' LoadCredential=: there, root's only; seed-mirror's configuration"
+for f in kubo-api cluster-api; do
+	[ "$(stat -c '%a %u' "$root/etc/pacman-ipfs/$f")" = "600 0" ] || fail "/etc/pacman-ipfs/$f is not 0600 root"
+done
+grep -q '^MIRROR_ROOT=' "$root/etc/pacman-ipfs/seed-mirror.conf" || fail "no MIRROR_ROOT in /etc/pacman-ipfs/seed-mirror.conf"
 
 step "nothing installed outside what the package lists"
 pacman --config "$work/pacman.conf" --root "$root" -Qkk pacman-ipfs >/dev/null 2>&1 || fail "pacman -Qkk pacman-ipfs"

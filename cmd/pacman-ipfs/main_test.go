@@ -170,6 +170,9 @@ func TestUsage(t *testing.T) {
 		{name: "stray argument", args: []string{"status", "extra"}, code: 2, out: `unexpected argument "extra"`},
 		{name: "a flag the command does not use", args: []string{"status", "--pacman-conf", "/etc/pacman.conf"}, code: 2, out: "flag provided but not defined: -pacman-conf"},
 		{name: "help", args: []string{"sync", "-h"}, code: 0, out: "--pacman-conf"},
+		{name: "seed-mirror without --root", args: []string{"seed-mirror", "--state-dir", "/nonexistent"}, code: 2, out: "--root DIR is required"},
+		{name: "seed-mirror reads no pacman.conf", args: []string{"seed-mirror", "--pacman-conf", "/etc/pacman.conf"}, code: 2, out: "flag provided but not defined: -pacman-conf"},
+		{name: "seed-mirror on a tree without dbs", args: []string{"seed-mirror", "--root", "/proc/self", "--state-dir", "/tmp/pacman-ipfs-usage-test"}, code: 1, out: "no <repo>/os/<arch>/<repo>.db under /proc/self"},
 		{name: "missing pacman.conf", args: []string{"sync", "--pacman-conf", "/nonexistent/pacman.conf"}, code: 1, out: "/nonexistent/pacman.conf"},
 	}
 	for _, tt := range tests {

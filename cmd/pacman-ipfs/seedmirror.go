@@ -40,7 +40,7 @@ type mirrorFlags struct {
 
 func (m *mirrorFlags) register(fs *flag.FlagSet, c *common) {
 	c.registerNode(fs)
-	setDefault(fs, "state-dir", DefaultMirrorStateDir)
+	setDefault(fs, "state-dir", envOr("STATE_DIRECTORY", DefaultMirrorStateDir), "`dir`ectory for the tree's hash results and last report, one per tree, not the agent's ($STATE_DIRECTORY, set by systemd's StateDirectory=)")
 	c.registerCluster(fs)
 	fs.StringVar(&m.root, "root", "", "the mirror tree, as rsync keeps it: <root>/<repo>/os/<arch>/<repo>.db beside (or linking into <root>/pool/) the packages (required)")
 	fs.IntVar(&m.keepDays, "keep-days", DefaultKeepDays, "keep packages pinned this many `days` after they left the tree (0: unpin them on the run that sees them gone)")
@@ -50,13 +50,12 @@ func (m *mirrorFlags) register(fs *flag.FlagSet, c *common) {
 	fs.StringVar(&c.publishKey, "publish-index", "", "publish the index root under this IPNS `key` (kubo: ipfs key gen KEY) and print the DNSLink record to set")
 }
 
-// setDefault changes a registered flag's default (a command whose default differs from the shared one).
-func setDefault(fs *flag.FlagSet, name, value string) {
+// setDefault changes a registered flag's default and usage (a command whose default differs from the
+// shared one, environment included).
+func setDefault(fs *flag.FlagSet, name, value, usage string) {
 	f := fs.Lookup(name)
-	if f.Value.String() == f.DefValue {
-		_ = f.Value.Set(value)
-	}
-	f.DefValue = value
+	_ = f.Value.Set(value)
+	f.DefValue, f.Usage = value, usage
 }
 
 const seedMirrorSynopsis = `Seed an Arch mirror tree kept with rsync: every package that matches the db beside it (name, size,
@@ -76,6 +75,9 @@ func runSeedMirror(ctx context.Context, args []string) error {
 		return exitError(2)
 	}
 	log := c.logger()
+	if _, err := alpmdb.FindTree(m.root); err != nil {
+		return err // before the state directory is made: a mistyped --root leaves nothing behind
+	}
 	unlock, err := lockState(c.stateDir)
 	if err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -105,12 +106,16 @@ func testSeedMirror(t *testing.T, b mirrorBackend) {
 	}
 	flags, pins, k := b.start(t)
 	state := t.TempDir()
+	k.IPFS(t, "key", "gen", "mirror")
+	flags = append(flags, "--publish-index", "mirror")
+	var summary string
 	run := func(extraFlags ...string) *reconcile.Report {
 		t.Helper()
 		r := cli(t, append(append([]string{"seed-mirror", "--root", root, "--state-dir", state}, flags...), extraFlags...)...)
 		if r.code != 0 || strings.Count(r.stdout, "\n") != 1 || !strings.HasPrefix(r.stdout, "seed-mirror ") {
 			t.Fatalf("seed-mirror %v: exit %d, want 0 and one summary line\n%s%s", extraFlags, r.code, r.stdout, r.stderr)
 		}
+		summary = r.stdout
 		rep, err := reconcile.ReadLastReport(state)
 		if err != nil || rep == nil {
 			t.Fatalf("last report: %v", err)
@@ -135,6 +140,11 @@ func testSeedMirror(t *testing.T, b mirrorBackend) {
 	}
 	oldA := "/pacman-ipfs-mirror/core/os/x86_64/" + core.Pkgs["a"].FileName()
 	k.IPFS(t, "files", "stat", oldA)
+	// The index is published under the key, and the summary says which DNSLink record points at it.
+	if rep.IndexName == "" || !strings.Contains(summary, `"dnslink=`+rep.IndexName+`"`) ||
+		strings.TrimSpace(k.IPFS(t, "name", "resolve", "--offline", rep.IndexName)) != rep.Index {
+		t.Errorf("published index: name %q, index %q, summary %s", rep.IndexName, rep.Index, summary)
+	}
 
 	if rep := run(); rep.HashedBytes != 0 || rep.Added != 0 || rep.Seeded != 6 {
 		t.Errorf("unchanged tree: hashed %d bytes, added %d, already seeded %d; want 0, 0, 6", rep.HashedBytes, rep.Added, rep.Seeded)
@@ -186,8 +196,115 @@ func TestSeedMirrorLock(t *testing.T) {
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
 		t.Fatal(err)
 	}
-	r := cli(t, "seed-mirror", "--root", t.TempDir(), "--state-dir", state, "--api", "/ip4/127.0.0.1/tcp/1")
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "core", "os", "x86_64"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "core", "os", "x86_64", "core.db"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := cli(t, "seed-mirror", "--root", root, "--state-dir", state, "--api", "/ip4/127.0.0.1/tcp/1")
 	if r.code != 1 || !strings.Contains(r.stderr, "in use by another seed-mirror run") || !strings.Contains(r.stderr, state) {
 		t.Errorf("second run: exit %d\n%s", r.code, r.stderr)
 	}
+}
+
+// The packaged oneshot unit's command, as systemd runs it: ExecStart from
+// packaging/pacman-ipfs-seed-mirror.service expanded with the shipped packaging/seed-mirror.conf (its
+// MIRROR_ROOT pointed at a test tree), the kubo address handed over as the credential kubo-api, an empty
+// cluster-api credential (no cluster), and $STATE_DIRECTORY as StateDirectory= sets it. It seeds the tree
+// and prints one summary line.
+func TestSeedMirrorUnit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: real repo-add and kubo")
+	}
+	alpmtest.Require(t, "repo-add", "bsdtar")
+	core := alpmtest.MakeRepo(t, "core", alpmtest.Pkg{Name: "a", Size: 10 << 10}, alpmtest.Pkg{Name: "b", Size: 2 << 20})
+	root := t.TempDir()
+	alpmtest.SyncMirror(t, root, "x86_64", true, core)
+	k := kubotest.Start(t, kubotest.Options{})
+
+	env := readEnvironmentFile(t, "../../packaging/seed-mirror.conf")
+	if env["MIRROR_ROOT"] == "" {
+		t.Fatalf("seed-mirror.conf sets no MIRROR_ROOT: %v", env)
+	}
+	env["MIRROR_ROOT"] = root
+	env["SEED_MIRROR_FLAGS"] = "--keep-days 0"
+	creds := t.TempDir()
+	if err := os.WriteFile(filepath.Join(creds, "kubo-api"), []byte(k.APIAddr+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(creds, "cluster-api"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	argv := unitExecStart(t, "../../packaging/pacman-ipfs-seed-mirror.service", env)
+	if argv[0] != "/usr/bin/pacman-ipfs" || argv[1] != "seed-mirror" {
+		t.Fatalf("ExecStart = %q", argv)
+	}
+	state := t.TempDir()
+	exe, _ := os.Executable()
+	cmd := exec.Command(exe, argv[1:]...)
+	cmd.Env = append(os.Environ(), "PACMAN_IPFS_BE_CLI=1", "CREDENTIALS_DIRECTORY="+creds, "STATE_DIRECTORY="+state,
+		"IPFS_PATH="+filepath.Join(t.TempDir(), "none"))
+	out, err := cmd.Output()
+	if err != nil || strings.Count(string(out), "\n") != 1 || !strings.Contains(string(out), "added 2") {
+		t.Fatalf("the unit's command %q: %v\n%s", argv, err, out)
+	}
+	if rep, err := reconcile.ReadLastReport(state); err != nil || rep == nil || rep.Added != 2 {
+		t.Errorf("no report of the run in $STATE_DIRECTORY: %v %+v", err, rep)
+	}
+}
+
+// readEnvironmentFile reads KEY=VALUE lines as systemd's EnvironmentFile= does (comments, blank lines;
+// no quoting is used in the files we ship).
+func readEnvironmentFile(t *testing.T, path string) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{}
+	for line := range strings.Lines(string(b)) {
+		line = strings.TrimSpace(line)
+		if line == "" || line[0] == '#' || line[0] == ';' {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok || strings.ContainsAny(v, `"'\`) {
+			t.Fatalf("%s: %q is not a plain KEY=VALUE line", path, line)
+		}
+		env[strings.TrimSpace(k)] = strings.TrimSpace(v)
+	}
+	return env
+}
+
+// unitExecStart is a unit's ExecStart= as systemd expands it: ${VAR} is one word, $VAR a word per
+// white-space-separated part of its value (none when it is empty).
+func unitExecStart(t *testing.T, unit string, env map[string]string) []string {
+	t.Helper()
+	b, err := os.ReadFile(unit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var line string
+	for l := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "ExecStart="); ok {
+			line = v
+		}
+	}
+	var argv []string
+	for _, w := range strings.Fields(line) {
+		switch {
+		case strings.HasPrefix(w, "${") && strings.HasSuffix(w, "}"):
+			argv = append(argv, env[w[2:len(w)-1]])
+		case strings.HasPrefix(w, "$"):
+			argv = append(argv, strings.Fields(env[w[1:]])...)
+		default:
+			argv = append(argv, w)
+		}
+	}
+	if len(argv) < 2 {
+		t.Fatalf("%s: ExecStart %q", unit, line)
+	}
+	return argv
 }
