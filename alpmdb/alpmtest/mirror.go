@@ -16,50 +16,63 @@ import (
 func SyncMirror(t testing.TB, root, arch string, pool bool, repos ...*Repo) {
 	t.Helper()
 	poolDir := filepath.Join(root, "pool", "packages")
-	want := map[string]bool{}
+	inPool := map[string]bool{}
 	for _, r := range repos {
 		dir := filepath.Join(root, r.Name, "os", arch)
 		mkdir(t, dir)
-		if pool {
-			mkdir(t, poolDir)
-		}
 		listed := map[string]bool{}
-		for _, p := range r.Pkgs {
-			for _, name := range []string{p.FileName(), p.FileName() + ".sig"} {
-				src := filepath.Join(r.Dir, name)
-				if _, err := os.Stat(src); err != nil {
-					continue
-				}
-				listed[name] = true
-				if !pool {
-					syncFile(t, src, filepath.Join(dir, name))
-					continue
-				}
-				syncFile(t, src, filepath.Join(poolDir, name))
-				want[name] = true
-				link := filepath.Join(dir, name)
-				if _, err := os.Lstat(link); err != nil {
-					if err := os.Symlink(filepath.Join("..", "..", "..", "pool", "packages", name), link); err != nil {
-						t.Fatalf("alpmtest: %v", err)
-					}
-				}
+		for _, name := range r.listedFiles() {
+			listed[name] = true
+			if pool {
+				inPool[name] = true
+				linkToPool(t, filepath.Join(r.Dir, name), poolDir, filepath.Join(dir, name))
+			} else {
+				syncFile(t, filepath.Join(r.Dir, name), filepath.Join(dir, name))
 			}
 		}
 		for _, db := range []string{"db", "files"} {
 			archive := r.Name + "." + db + ".tar.gz"
 			syncFile(t, filepath.Join(r.Dir, archive), filepath.Join(dir, archive))
-			listed[archive] = true
-			listed[r.Name+"."+db] = true
-			if _, err := os.Lstat(filepath.Join(dir, r.Name+"."+db)); err != nil {
-				if err := os.Symlink(archive, filepath.Join(dir, r.Name+"."+db)); err != nil {
-					t.Fatalf("alpmtest: %v", err)
-				}
-			}
+			listed[archive], listed[r.Name+"."+db] = true, true
+			symlink(t, archive, filepath.Join(dir, r.Name+"."+db))
 		}
 		deleteUnlisted(t, dir, listed)
 	}
 	if pool {
-		deleteUnlisted(t, poolDir, want)
+		deleteUnlisted(t, poolDir, inPool)
+	}
+}
+
+// listedFiles are the files of the packages the database lists, with their signatures.
+func (r *Repo) listedFiles() []string {
+	var out []string
+	for _, p := range r.Pkgs {
+		for _, name := range []string{p.FileName(), p.FileName() + ".sig"} {
+			if _, err := os.Stat(filepath.Join(r.Dir, name)); err == nil {
+				out = append(out, name)
+			}
+		}
+	}
+	return out
+}
+
+// linkToPool puts src into poolDir and links to it from link, as ../../../pool/packages/<name>.
+func linkToPool(t testing.TB, src, poolDir, link string) {
+	t.Helper()
+	mkdir(t, poolDir)
+	name := filepath.Base(src)
+	syncFile(t, src, filepath.Join(poolDir, name))
+	symlink(t, filepath.Join("..", "..", "..", "pool", "packages", name), link)
+}
+
+// symlink makes link point at target unless something is there already.
+func symlink(t testing.TB, target, link string) {
+	t.Helper()
+	if _, err := os.Lstat(link); err == nil {
+		return
+	}
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatalf("alpmtest: %v", err)
 	}
 }
 
