@@ -17,7 +17,7 @@ import (
 )
 
 // clusterPins is what the cluster's pinset holds of ours: name to CID.
-func clusterPins(t *testing.T, c *cluster.Client) map[string]string {
+func clusterPins(t testing.TB, c *cluster.Client) map[string]string {
 	t.Helper()
 	pins, err := c.Allocations(context.Background())
 	if err != nil {
@@ -33,7 +33,7 @@ func clusterPins(t *testing.T, c *cluster.Client) map[string]string {
 }
 
 // pinnedOn counts, for every pin of ours, the cluster peers on which it is pinned.
-func pinnedOn(t *testing.T, c *cluster.Client) map[string]int {
+func pinnedOn(t testing.TB, c *cluster.Client) map[string]int {
 	t.Helper()
 	st, err := c.Status(context.Background(), nil)
 	if err != nil {
@@ -102,7 +102,7 @@ func TestSyncThroughACluster(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
+func waitFor(t testing.TB, d time.Duration, what string, ok func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !ok() {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"maps"
 	"os"
 	"os/exec"
@@ -116,6 +117,7 @@ func testSeedMirror(t *testing.T, b mirrorBackend) {
 			t.Fatalf("seed-mirror %v: exit %d, want 0 and one summary line\n%s%s", extraFlags, r.code, r.stdout, r.stderr)
 		}
 		summary = r.stdout
+		t.Logf("seed-mirror %v: %s", extraFlags, strings.TrimSpace(summary))
 		rep, err := reconcile.ReadLastReport(state)
 		if err != nil || rep == nil {
 			t.Fatalf("last report: %v", err)
@@ -144,6 +146,22 @@ func testSeedMirror(t *testing.T, b mirrorBackend) {
 	if rep.IndexName == "" || !strings.Contains(summary, `"dnslink=`+rep.IndexName+`"`) ||
 		strings.TrimSpace(k.IPFS(t, "name", "resolve", "--offline", rep.IndexName)) != rep.Index {
 		t.Errorf("published index: name %q, index %q, summary %s", rep.IndexName, rep.Index, summary)
+	}
+
+	// status reads the tree's state directory: what is seeded per repository, the published index and,
+	// with a cluster, our pins' states on its peers.
+	stArgs := []string{"status", "--json", "--state-dir", state}
+	for i := 0; i+1 < len(flags); i += 2 {
+		if flags[i] == "--api" || flags[i] == "--cluster" {
+			stArgs = append(stArgs, flags[i], flags[i+1])
+		}
+	}
+	var st status
+	if r := cli(t, stArgs...); json.Unmarshal([]byte(r.stdout), &st) != nil || st.Repos["core"].Files != 4 ||
+		st.Repos["extra"].Files != 2 || st.IndexName != rep.IndexName || (b.name == "cluster") != (st.Cluster != nil) {
+		t.Errorf("status of the tree: %+v\n%s%s", st, r.stdout, r.stderr)
+	} else if st.Cluster != nil && st.Cluster.Repos["core"].Pins != 4 {
+		t.Errorf("status's cluster: %+v", st.Cluster)
 	}
 
 	if rep := run(); rep.HashedBytes != 0 || rep.Added != 0 || rep.Seeded != 6 {

@@ -310,3 +310,34 @@ func lastLines(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+var (
+	ctlOnce sync.Once
+	ctlPath string
+	ctlErr  error
+)
+
+// Ctl runs ipfs-cluster-ctl (the version pinned in testdata/cluster/go.mod, built once per process)
+// against the peer's REST API and returns its standard output.
+func (p *Peer) Ctl(t testing.TB, args ...string) string {
+	t.Helper()
+	ctlOnce.Do(func() { ctlPath, ctlErr = goTool("ipfs-cluster-ctl") })
+	if ctlErr != nil {
+		t.Fatalf("clustertest: ipfs-cluster-ctl: %v", ctlErr)
+	}
+	hostPort := strings.TrimPrefix(p.APIURL, "http://")
+	host, port, err := net.SplitHostPort(hostPort)
+	if err != nil {
+		t.Fatalf("clustertest: REST API %s: %v", p.APIURL, err)
+	}
+	cmd := exec.Command(ctlPath, append([]string{"--host", "/ip4/" + host + "/tcp/" + port}, args...)...)
+	out, err := cmd.Output()
+	if err != nil {
+		var stderr []byte
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = ee.Stderr
+		}
+		t.Fatalf("clustertest: ipfs-cluster-ctl %s: %v\n%s", strings.Join(args, " "), err, stderr)
+	}
+	return string(out)
+}
