@@ -18,6 +18,11 @@ import (
 
 // clusterPins is what the cluster's pinset holds of ours: name to CID.
 func clusterPins(t testing.TB, c *cluster.Client) map[string]string {
+	return clusterPinsNamed(t, c, node.PinPrefix)
+}
+
+// clusterPinsNamed is what the cluster's pinset holds under a pin prefix: name to CID.
+func clusterPinsNamed(t testing.TB, c *cluster.Client, prefix string) map[string]string {
 	t.Helper()
 	pins, err := c.Allocations(context.Background())
 	if err != nil {
@@ -25,7 +30,7 @@ func clusterPins(t testing.TB, c *cluster.Client) map[string]string {
 	}
 	out := map[string]string{}
 	for _, p := range pins {
-		if strings.HasPrefix(p.Name, node.PinPrefix) {
+		if strings.HasPrefix(p.Name, prefix) {
 			out[p.Name] = p.CID
 		}
 	}
@@ -34,6 +39,11 @@ func clusterPins(t testing.TB, c *cluster.Client) map[string]string {
 
 // pinnedOn counts, for every pin of ours, the cluster peers on which it is pinned.
 func pinnedOn(t testing.TB, c *cluster.Client) map[string]int {
+	return pinnedOnNamed(t, c, node.PinPrefix)
+}
+
+// pinnedOnNamed counts, for every pin under a prefix, the cluster peers on which it is pinned.
+func pinnedOnNamed(t testing.TB, c *cluster.Client, prefix string) map[string]int {
 	t.Helper()
 	st, err := c.Status(context.Background(), nil)
 	if err != nil {
@@ -41,7 +51,7 @@ func pinnedOn(t testing.TB, c *cluster.Client) map[string]int {
 	}
 	out := map[string]int{}
 	for _, s := range st {
-		if !strings.HasPrefix(s.Name, node.PinPrefix) {
+		if !strings.HasPrefix(s.Name, prefix) {
 			continue
 		}
 		out[s.Name] += 0

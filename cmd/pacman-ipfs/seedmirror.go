@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/cluster"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/reconcile"
@@ -26,6 +27,10 @@ import (
 // DefaultMirrorStateDir is where seed-mirror keeps its hash results and last report: apart from the
 // agent's, whose pass would otherwise forget the tree's files (StateDirectory=pacman-ipfs-seed-mirror).
 const DefaultMirrorStateDir = "/var/lib/pacman-ipfs-seed-mirror"
+
+// MirrorPinPrefix starts the names of seed-mirror's pins. It is not node.PinPrefix: an agent seeding
+// the pacman cache on the same node would take the tree's pins for its own, and unpin them.
+const MirrorPinPrefix = "pacman-ipfs-mirror:"
 
 // DefaultKeepDays is how long a package stays pinned after it left the tree: downgrades are what users
 // of an IPFS mirror ask for most.
@@ -229,7 +234,9 @@ func (m *mirrorFlags) seederOptions(ctx context.Context, c *common, t *mirrorTre
 		PublishKey:    c.publishKey,
 		Ignore:        t.ignore,
 		Retain:        time.Duration(m.keepDays) * 24 * time.Hour,
+		PinPrefix:     MirrorPinPrefix,
 	}
+	warnShared(ctx, n, log)
 	if m.keepDays > 0 {
 		// rsync deletes a package's file when it leaves the tree: blocks referenced in place would go
 		// with it, and the pin kept for --keep-days would hold nothing.
@@ -244,6 +251,15 @@ func (m *mirrorFlags) seederOptions(ctx context.Context, c *common, t *mirrorTre
 		return kr
 	}
 	return opts, nil
+}
+
+// warnShared warns when the node also seeds a pacman cache (an agent's pins): kubo and the cluster keep
+// one pin per CID, so a package both hold is pinned under whichever name came first, and whichever
+// unpins it first takes it from the other until the other's next run puts it back.
+func warnShared(ctx context.Context, n node.Node, log *slog.Logger) {
+	if pins, err := n.Pins(ctx, node.PinPrefix); err == nil && len(pins) > 0 {
+		log.Warn("this node also holds a pacman cache's pins (an agent's): a package both hold is pinned once and may be re-added by each run; give seed-mirror a node of its own", "cache_pins", len(pins))
+	}
 }
 
 // mirrorSummary is the one line a run leaves in the journal.

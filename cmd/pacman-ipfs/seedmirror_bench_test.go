@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb/alpmtest"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/node"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/cluster"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/cluster/clustertest"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo/kubotest"
@@ -72,7 +71,7 @@ func BenchmarkSeedMirror(b *testing.B) {
 	start = time.Now()
 	out := base.Peers[0].Ctl(b, append(ctlAdd, "-r", pool)...)
 	theirs := time.Since(start)
-	same, compared := sameCIDs(b, out, clusterPins(b, c))
+	same, compared := sameCIDs(b, out, clusterPinsNamed(b, c, MirrorPinPrefix))
 
 	unchanged := seed()
 	var changed []alpmtest.Pkg
@@ -110,7 +109,7 @@ func BenchmarkSeedMirror(b *testing.B) {
 
 // allOn says whether n pins of ours are pinned on want peers each.
 func allOn(t testing.TB, c *cluster.Client, n, want int) bool {
-	on := pinnedOn(t, c)
+	on := pinnedOnNamed(t, c, MirrorPinPrefix)
 	for _, k := range on {
 		if k != want {
 			return false
@@ -124,7 +123,7 @@ func allOn(t testing.TB, c *cluster.Client, n, want int) bool {
 func sameCIDs(t testing.TB, ctlOut string, ours map[string]string) (same, compared int) {
 	byFile := map[string]string{}
 	for name, c := range ours {
-		byFile[filepath.Base(strings.TrimPrefix(name, node.PinPrefix))] = c
+		byFile[filepath.Base(strings.TrimPrefix(name, MirrorPinPrefix))] = c
 	}
 	for line := range strings.Lines(ctlOut) {
 		f := strings.Fields(line)

@@ -37,7 +37,7 @@ var mirrorBackends = []mirrorBackend{
 			t.Fatal(err)
 		}
 		return []string{"--api", k.APIAddr}, func() map[string]string {
-			pins, err := c.Pins(context.Background(), node.PinPrefix)
+			pins, err := c.Pins(context.Background(), MirrorPinPrefix)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -58,7 +58,7 @@ var mirrorBackends = []mirrorBackend{
 		t.Cleanup(func() {
 			// Every pin on 2 of the 3 peers: the others fetched from this node (the pins' origins).
 			waitFor(t, 2*time.Minute, "every pin on 2 peers", func() bool {
-				on := pinnedOn(t, c)
+				on := pinnedOnNamed(t, c, MirrorPinPrefix)
 				for _, n := range on {
 					if n != 2 {
 						return false
@@ -68,7 +68,7 @@ var mirrorBackends = []mirrorBackend{
 			})
 		})
 		return []string{"--api", local.Kubo.APIAddr, "--cluster", local.APIURL, "--replication", "2"},
-			func() map[string]string { return clusterPins(t, c) }, local.Kubo
+			func() map[string]string { return clusterPinsNamed(t, c, MirrorPinPrefix) }, local.Kubo
 	}},
 }
 
@@ -107,6 +107,12 @@ func testSeedMirror(t *testing.T, b mirrorBackend) {
 	}
 	flags, pins, k := b.start(t)
 	state := t.TempDir()
+	// An agent seeding this machine's pacman cache into the same node: its pin is never the tree's.
+	other := filepath.Join(t.TempDir(), "x-1-1-x86_64.pkg.tar.zst")
+	if err := os.WriteFile(other, []byte("a cached package"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	agentPin := strings.TrimSpace(k.IPFS(t, "add", "-Q", "--pin-name", node.PinPrefix+"core/x-1-1-x86_64.pkg.tar.zst", other))
 	k.IPFS(t, "key", "gen", "mirror")
 	flags = append(flags, "--publish-index", "mirror")
 	var summary string
@@ -117,6 +123,9 @@ func testSeedMirror(t *testing.T, b mirrorBackend) {
 			t.Fatalf("seed-mirror %v: exit %d, want 0 and one summary line\n%s%s", extraFlags, r.code, r.stdout, r.stderr)
 		}
 		summary = r.stdout
+		if b.name == "kubo" && !strings.Contains(r.stderr, "also holds a pacman cache's pins") {
+			t.Errorf("no warning that the node also seeds a pacman cache:\n%s", r.stderr)
+		}
 		t.Logf("seed-mirror %v: %s", extraFlags, strings.TrimSpace(summary))
 		rep, err := reconcile.ReadLastReport(state)
 		if err != nil || rep == nil {
@@ -125,7 +134,7 @@ func testSeedMirror(t *testing.T, b mirrorBackend) {
 		return rep
 	}
 	name := func(r *alpmtest.Repo, pkg, suffix string) string {
-		return node.PinPrefix + r.Name + "/" + r.Pkgs[pkg].FileName() + suffix
+		return MirrorPinPrefix + r.Name + "/" + r.Pkgs[pkg].FileName() + suffix
 	}
 
 	rep := run()
@@ -197,6 +206,9 @@ func testSeedMirror(t *testing.T, b mirrorBackend) {
 	final := pins()
 	if len(final) != 6 || final[name(core, "a", "")] == "" || final[name(extra, "g", "")] == "" {
 		t.Errorf("pins after --keep-days 0: %v", final)
+	}
+	if out := k.IPFS(t, "pin", "ls", "--names", agentPin); !strings.Contains(out, node.PinPrefix) {
+		t.Errorf("the agent's pin was touched: %s", out)
 	}
 	if _, err := k.TryIPFS(t, "files", "stat", oldA); err == nil {
 		t.Error("the unpinned old a is still in the index")

@@ -46,7 +46,7 @@ type clusterStatus struct {
 }
 
 // askCluster fills in the cluster's view of our pins; a cluster that does not answer is said so.
-func (st *status) askCluster(ctx context.Context, u string) {
+func (st *status) askCluster(ctx context.Context, u, prefix string) {
 	cs := &clusterStatus{API: cluster.Redact(u)}
 	st.Cluster = cs
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -57,7 +57,7 @@ func (st *status) askCluster(ctx context.Context, u string) {
 		return
 	}
 	cs.API = c.Addr()
-	if cs.Repos, err = c.Summary(ctx, node.PinPrefix); err != nil {
+	if cs.Repos, err = c.Summary(ctx, prefix); err != nil {
 		cs.Error = err.Error()
 	}
 }
@@ -120,22 +120,20 @@ func runStatus(ctx context.Context, args []string) error {
 		return err
 	}
 	st := status{Repos: map[string]reconcile.RepoCount{}}
-	rep, note := agentReport(ctx, socket, &st)
+	rep, note := lastReport(ctx, socket, c.stateDir, &st)
 	addr, err := c.apiAddr()
 	if err != nil {
 		return err
 	}
-	st.Node.ask(ctx, addr)
+	prefix := node.PinPrefix
+	if rep != nil && rep.PinPrefix != "" {
+		prefix = rep.PinPrefix
+	}
+	st.Node.ask(ctx, addr, prefix)
 	if u, err := c.clusterURL(); err != nil {
 		return err
 	} else if u != "" {
-		st.askCluster(ctx, u)
-	}
-	if st.Agent == nil {
-		var err error
-		if rep, err = reconcile.ReadLastReport(c.stateDir); err != nil {
-			note = err.Error()
-		}
+		st.askCluster(ctx, u, prefix)
 	}
 	if note != "" {
 		st.Node.Error = strings.TrimSpace(st.Node.Error + "\n" + note)
@@ -171,6 +169,23 @@ func (n *nodeStatus) describe(ctx context.Context, node *kubo.Client) error {
 }
 
 // agentReport asks a running agent for its status; without one it returns nothing and no note.
+// lastReport is the last pass's report: a mirror tree's when the state directory is one (seed-mirror's
+// pins are named apart), else the running agent's, else the state directory's.
+func lastReport(ctx context.Context, socket, stateDir string, st *status) (*reconcile.Report, string) {
+	saved, err := reconcile.ReadLastReport(stateDir)
+	if err == nil && saved != nil && saved.PinPrefix != "" {
+		return saved, ""
+	}
+	rep, note := agentReport(ctx, socket, st)
+	if st.Agent != nil {
+		return rep, note
+	}
+	if err != nil {
+		note = strings.TrimSpace(note + "\n" + err.Error())
+	}
+	return saved, note
+}
+
 func agentReport(ctx context.Context, socket string, st *status) (*reconcile.Report, string) {
 	actx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
@@ -188,7 +203,7 @@ func agentReport(ctx context.Context, socket string, st *status) (*reconcile.Rep
 }
 
 // ask fills in what the node at addr says of itself; a node that does not answer is said so.
-func (n *nodeStatus) ask(ctx context.Context, addr string) {
+func (n *nodeStatus) ask(ctx context.Context, addr, prefix string) {
 	n.API = kubo.Redact(addr)
 	dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	kn, err := kubo.Dial(dctx, addr)
@@ -201,7 +216,7 @@ func (n *nodeStatus) ask(ctx context.Context, addr string) {
 	if err := n.describe(ctx, kn); err != nil {
 		n.Error = err.Error()
 	}
-	if pins, err := kn.Pins(ctx, node.PinPrefix); err == nil {
+	if pins, err := kn.Pins(ctx, prefix); err == nil {
 		n.Pins = len(pins)
 	} else {
 		n.Error = err.Error()

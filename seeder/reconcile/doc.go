@@ -11,6 +11,7 @@
 //
 // It must never send the node a byte that was not verified first (kubo announces blocks as it writes
 // them, so "add, then check" would already have published a private file), follow a link, open anything
-// but a regular file that is still the one it hashed, or touch a pin whose name lacks node.PinPrefix.
+// but a regular file that is still the one it hashed, or touch a pin whose name lacks its pin prefix
+// (node.PinPrefix for the cache, another for a mirror tree).
 // It never writes into pacman's directories and never takes pacman's lock.
 package reconcile

@@ -58,7 +58,7 @@ func (ps *pass) run(ctx context.Context) error {
 		return err
 	}
 	gone := unpins(ps.in.Pins, ps.plan.Claimed)
-	ps.unpins, ps.kept, ps.s.state.Gone = retention(gone, ps.in.Pins, ps.in.Gone, ps.in.Now, ps.s.opts.Retain)
+	ps.unpins, ps.kept, ps.s.state.Gone = retention(gone, ps.in.Pins, ps.s.pinPrefix(), ps.in.Gone, ps.in.Now, ps.s.opts.Retain)
 	ps.rep.Retained = len(ps.kept)
 	if err := ps.publishIndex(ctx); err != nil {
 		return err
@@ -362,7 +362,7 @@ func (s *Seeder) addFile(ctx context.Context, sd seed) (cid.Cid, error) {
 	}
 	defer f.Close()
 	body := &ctxReader{ctx: ctx, r: io.LimitReader(f, sd.size()), progress: s.progressAdd}
-	c, err := s.opts.Node.Add(ctx, node.File{Path: sd.Path, PinName: sd.pinName(), Size: sd.size(), Content: body, NoCopy: sd.NoCopy})
+	c, err := s.opts.Node.Add(ctx, node.File{Path: sd.Path, PinName: sd.pinName(s.pinPrefix()), Size: sd.size(), Content: body, NoCopy: sd.NoCopy})
 	if err != nil {
 		if body.err != nil {
 			return cid.Undef, &fileError{sd.Path, fmt.Errorf("read %s: %w", sd.Path, body.err)}

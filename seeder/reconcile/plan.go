@@ -176,7 +176,9 @@ type seed struct {
 
 func (s seed) size() int64      { return s.Rec.Size }
 func (s seed) multiBlock() bool { return s.size() > int64(node.Import().ChunkSize) }
-func (s seed) pinName() string  { return node.PinPrefix + s.Repo + "/" + s.Name }
+func (s seed) pinName(prefix string) string {
+	return prefix + s.Repo + "/" + s.Name
+}
 
 // listing is one CacheDir as it was found: its entries, lstat'ed, or why it could not be read.
 type listing struct {
@@ -193,7 +195,7 @@ type inputs struct {
 	Dirs    []listing
 	Records map[string]*record // hash results of earlier passes, by path
 	CIDs    map[string]string  // sha256 (hex) to CID, learned by adding files of more than one block
-	Pins    map[cid.Cid]string // the node's pins of ours (named node.PinPrefix...), by CID
+	Pins    map[cid.Cid]string // the node's pins of ours (named with the seeder's pin prefix), by CID
 	Sigs    bool               // signatures the dbs do not carry can be checked against a keyring
 	// Gone is when each pin no file accounted for was first missed (CID to Unix seconds); Now is the
 	// time of this pass.
@@ -378,7 +380,7 @@ func unpins(pins map[cid.Cid]string, keep map[cid.Cid]bool) []cid.Cid {
 // retention splits the pins no file accounts for any more (gone, from unpins) into those to unpin now
 // and those kept until keep has passed since the first pass that missed them. since is when each of
 // them was first missed, to remember until its unpin is done: a failed unpin must not restart the clock.
-func retention(gone []cid.Cid, pins map[cid.Cid]string, missed map[string]int64, now time.Time, keep time.Duration) (unpin []cid.Cid, kept []seed, since map[string]int64) {
+func retention(gone []cid.Cid, pins map[cid.Cid]string, prefix string, missed map[string]int64, now time.Time, keep time.Duration) (unpin []cid.Cid, kept []seed, since map[string]int64) {
 	since = make(map[string]int64, len(gone))
 	for _, c := range gone {
 		first, ok := missed[c.String()]
@@ -390,17 +392,17 @@ func retention(gone []cid.Cid, pins map[cid.Cid]string, missed map[string]int64,
 			unpin = append(unpin, c)
 			continue
 		}
-		if sd, ok := pinnedSeed(c, pins[c]); ok {
+		if sd, ok := pinnedSeed(c, pins[c], prefix); ok {
 			kept = append(kept, sd)
 		}
 	}
 	return unpin, kept, since
 }
 
-// pinnedSeed is what a pin's name says of its file (PinPrefix<repo>/<file>): enough to list it in the
+// pinnedSeed is what a pin's name says of its file (<prefix><repo>/<file>): enough to list it in the
 // index, where a pin kept after its file left is still found at the path it had.
-func pinnedSeed(c cid.Cid, name string) (seed, bool) {
-	repo, file, ok := strings.Cut(strings.TrimPrefix(name, node.PinPrefix), "/")
+func pinnedSeed(c cid.Cid, name, prefix string) (seed, bool) {
+	repo, file, ok := strings.Cut(strings.TrimPrefix(name, prefix), "/")
 	if !ok || repo == "" || file == "" || strings.Contains(file, "/") {
 		return seed{}, false
 	}

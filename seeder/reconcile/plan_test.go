@@ -308,7 +308,7 @@ func TestRetention(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			unpin, kept, since := retention(tt.gone, pins, tt.missed, now, tt.keep)
+			unpin, kept, since := retention(tt.gone, pins, node.PinPrefix, tt.missed, now, tt.keep)
 			if !slices.EqualFunc(unpin, tt.unpin, cid.Cid.Equals) {
 				t.Errorf("unpin = %v, want %v", unpin, tt.unpin)
 			}

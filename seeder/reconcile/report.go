@@ -5,6 +5,7 @@ import "time"
 // Report is what one pass did and found. It is kept in the state directory for `status`.
 type Report struct {
 	Started     time.Time            `json:"started"`
+	PinPrefix   string               `json:"pin_prefix,omitempty"` // the seeder's own pin names, when not the cache's
 	Duration    time.Duration        `json:"duration_ns"`
 	Dirs        []DirReport          `json:"cache_dirs"`
 	DBs         []DBReport           `json:"dbs"`

@@ -45,6 +45,9 @@ type Options struct {
 	// missed them (0: unpinned by that pass). Now is the clock it is measured by (nil: time.Now).
 	Retain time.Duration
 	Now    func() time.Time
+	// PinPrefix starts the names of the pins this seeder owns ("": node.PinPrefix, the cache's). A
+	// mirror tree's seeder has its own: each touches only its pins, on a node both use.
+	PinPrefix string
 }
 
 // Seeder runs reconcile passes. Its methods must not be called concurrently.
@@ -74,7 +77,7 @@ func New(opts Options) *Seeder {
 // report so far, when the node cannot be reached or fails; files that cannot be seeded are listed in the
 // report instead.
 func (s *Seeder) Sync(ctx context.Context, ix *alpmdb.Index) (*Report, error) {
-	rep := &Report{Started: time.Now(), Repos: map[string]RepoCount{}, DBs: dbReports(ix)}
+	rep := &Report{Started: time.Now(), Repos: map[string]RepoCount{}, DBs: dbReports(ix), PinPrefix: s.opts.PinPrefix}
 	defer func() { rep.Duration = time.Since(rep.Started) }()
 	var sigs sigcheck.Verifier
 	if s.opts.Signatures != nil {
@@ -118,7 +121,7 @@ func (s *Seeder) collect(ctx context.Context, ix *alpmdb.Index, sigs bool) (inpu
 	}
 	listed := make(chan pinList, 1)
 	go func() {
-		pins, err := s.opts.Node.Pins(ctx, node.PinPrefix)
+		pins, err := s.opts.Node.Pins(ctx, s.pinPrefix())
 		listed <- pinList{pins, err}
 	}()
 	in := inputs{Index: ix, Records: s.state.Files, CIDs: s.state.CIDs, Sigs: sigs, Gone: s.state.Gone, Now: s.now()}
@@ -138,6 +141,13 @@ func (s *Seeder) collect(ctx context.Context, ix *alpmdb.Index, sigs bool) (inpu
 	}
 	in.Pins = pl.pins
 	return in, nil
+}
+
+func (s *Seeder) pinPrefix() string {
+	if s.opts.PinPrefix != "" {
+		return s.opts.PinPrefix
+	}
+	return node.PinPrefix
 }
 
 func (s *Seeder) now() time.Time {

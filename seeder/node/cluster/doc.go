@@ -4,6 +4,6 @@
 // cluster's IPFS peers, zero copy where it applies) and pins through the cluster, with the pin's name,
 // the replication factor asked for and the local node's addresses as origins.
 //
-// It owns what is said to the cluster. It must never touch a pin whose name lacks node.PinPrefix, nor let
+// It owns what is said to the cluster. It must never touch a pin whose name lacks its caller's prefix, nor let
 // the REST API's credentials reach an error, a log or argv.
 package cluster

@@ -5,6 +5,7 @@
 // every import parameter explicitly (node.Import), so the node's Import.* configuration cannot change
 // a CID.
 //
-// It owns everything said to kubo. It must never touch a pin whose name lacks node.PinPrefix, nor let a
+// It owns everything said to kubo. It must never touch a pin whose name lacks its caller's prefix (node.PinPrefix,
+// a mirror seeder's, the prefetcher's), nor let a
 // credential of the API address reach an error, a log or argv.
 package kubo
