@@ -111,6 +111,9 @@ func runAgent(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := f.c.checkCluster(); err != nil {
+		return err
+	}
 	w, err := newAgentWiring(f)
 	if err != nil {
 		return err

@@ -145,12 +145,28 @@ func parseReplication(s string) (lo, hi int, err error) {
 	return lo, hi, nil
 }
 
+// checkCluster refuses the cluster flags that cannot work, before anything is dialled.
+func (c *common) checkCluster() error {
+	u, err := c.clusterURL()
+	if err != nil {
+		return err
+	}
+	if u == "" && c.replication != "" {
+		return fmt.Errorf("--replication %s: a replication factor needs --cluster (or --cluster-file, or the credential %s)", c.replication, credentialCluster)
+	}
+	_, _, err = parseReplication(c.replication)
+	return err
+}
+
 // pinningNode is where the seeder pins: the local node itself, or, with --cluster, the cluster, the
 // local node still taking the adds.
 func (c *common) pinningNode(ctx context.Context, k *kubo.Client) (node.Node, error) {
 	u, err := c.clusterURL()
-	if err != nil || u == "" {
-		return k, err
+	if err != nil {
+		return nil, err
+	}
+	if u == "" {
+		return k, nil
 	}
 	lo, hi, err := parseReplication(c.replication)
 	if err != nil {

@@ -173,6 +173,7 @@ func TestUsage(t *testing.T) {
 		{name: "seed-mirror without --root", args: []string{"seed-mirror", "--state-dir", "/nonexistent"}, code: 2, out: "--root DIR is required"},
 		{name: "seed-mirror reads no pacman.conf", args: []string{"seed-mirror", "--pacman-conf", "/etc/pacman.conf"}, code: 2, out: "flag provided but not defined: -pacman-conf"},
 		{name: "seed-mirror on a tree without dbs", args: []string{"seed-mirror", "--root", "/proc/self", "--state-dir", "/tmp/pacman-ipfs-usage-test"}, code: 1, out: "no <repo>/os/<arch>/<repo>.db under /proc/self"},
+		{name: "a replication factor without a cluster", args: []string{"sync", "--replication", "2", "--pacman-conf", "/etc/pacman.conf", "--api", "/ip4/127.0.0.1/tcp/1"}, code: 1, out: "--replication 2: a replication factor needs --cluster"},
 		{name: "missing pacman.conf", args: []string{"sync", "--pacman-conf", "/nonexistent/pacman.conf"}, code: 1, out: "/nonexistent/pacman.conf"},
 	}
 	for _, tt := range tests {

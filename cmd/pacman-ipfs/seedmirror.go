@@ -79,6 +79,9 @@ func runSeedMirror(ctx context.Context, args []string) error {
 		fmt.Fprintln(os.Stderr, "pacman-ipfs seed-mirror: --root DIR is required, and --keep-days is 0 or more")
 		return exitError(2)
 	}
+	if err := c.checkCluster(); err != nil {
+		return err
+	}
 	log := c.logger()
 	if _, err := alpmdb.FindTree(m.root); err != nil {
 		return err // before the state directory is made: a mistyped --root leaves nothing behind

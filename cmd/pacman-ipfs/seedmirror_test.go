@@ -56,7 +56,8 @@ var mirrorBackends = []mirrorBackend{
 			t.Fatal(err)
 		}
 		t.Cleanup(func() {
-			// Every pin on 2 of the 3 peers: the others fetched from this node (the pins' origins).
+			// Every pin on 2 of the 3 peers, this machine's among them (it is allocated first, so the
+			// cluster never unpins what this node seeded); the other fetched from it (the origins).
 			waitFor(t, 2*time.Minute, "every pin on 2 peers", func() bool {
 				on := pinnedOnNamed(t, c, MirrorPinPrefix)
 				for _, n := range on {
@@ -66,6 +67,11 @@ var mirrorBackends = []mirrorBackend{
 				}
 				return len(on) > 0
 			})
+			for name, c := range clusterPinsNamed(t, c, MirrorPinPrefix) {
+				if _, err := local.Kubo.TryIPFS(t, "pin", "ls", "--type", "recursive", c); err != nil {
+					t.Errorf("%s (%s) is not pinned on this machine's node: %v", name, c, err)
+				}
+			}
 		})
 		return []string{"--api", local.Kubo.APIAddr, "--cluster", local.APIURL, "--replication", "2"},
 			func() map[string]string { return clusterPinsNamed(t, c, MirrorPinPrefix) }, local.Kubo
@@ -212,6 +218,18 @@ func testSeedMirror(t *testing.T, b mirrorBackend) {
 	}
 	if _, err := k.TryIPFS(t, "files", "stat", oldA); err == nil {
 		t.Error("the unpinned old a is still in the index")
+	}
+
+	// A key that does not exist yet: the run says so; once it is made, the next run publishes under it
+	// although the tree did not change.
+	r := cli(t, append(append([]string{"seed-mirror", "--root", root, "--state-dir", state, "--keep-days", "0"}, flags...), "--publish-index", "later")...)
+	if r.code != 1 || !strings.Contains(r.stderr, `key "later"`) {
+		t.Errorf("publishing under a missing key: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	k.IPFS(t, "key", "gen", "later")
+	later := strings.TrimSpace(k.IPFS(t, "key", "list", "-l", "--ipns-base", "base36"))
+	if rep := run("--keep-days", "0", "--publish-index", "later"); rep.IndexName == "" || !strings.Contains(later, strings.TrimPrefix(rep.IndexName, "/ipns/")+" later") {
+		t.Errorf("after ipfs key gen: published as %q; keys:\n%s", rep.IndexName, later)
 	}
 }
 

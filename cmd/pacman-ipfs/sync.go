@@ -20,6 +20,9 @@ func runSync(ctx context.Context, args []string) error {
 	if err := parse("sync", "One reconcile pass: every cache file whose name, size and sha256 match a sync db entry is\nadded and pinned; pins of files that left the cache are removed. Exits 0 when the node holds\nexactly the verified cache (refused files are normal and listed).", args, func(fs *flag.FlagSet) { c.register(fs) }); err != nil {
 		return err
 	}
+	if err := c.checkCluster(); err != nil {
+		return err
+	}
 	log := c.logger()
 	cfg, err := alpmdb.ReadConfig(c.pacmanConf)
 	if err != nil {

@@ -241,6 +241,8 @@ func (ps *pass) publishIndex(ctx context.Context) error {
 		return nil
 	}
 	files, sum := indexFiles(append(slices.Clip(ps.seeded), ps.kept...), s.opts.Architectures)
+	// Where it goes and under which key count too: a new --index-dir or --publish-index is a change.
+	sum += " " + s.opts.IndexDir + " " + s.opts.PublishKey
 	if sum == s.state.IndexSum && s.state.Index != "" {
 		ps.rep.Index, ps.rep.IndexName = s.state.Index, s.state.IndexName
 		return nil
@@ -249,7 +251,9 @@ func (ps *pass) publishIndex(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.state.Index, s.state.IndexSum, s.state.IndexName = "/ipfs/"+root.String(), sum, ""
+	// The fingerprint is kept only once all is done: a publish that failed (no such key yet) is tried
+	// again by the next pass.
+	s.state.Index, s.state.IndexSum, s.state.IndexName = "/ipfs/"+root.String(), "", ""
 	ps.rep.Index = s.state.Index
 	if np, ok := s.opts.Node.(node.NamePublisher); ok && s.opts.PublishKey != "" {
 		name, err := np.PublishName(ctx, s.opts.PublishKey, root)
@@ -258,6 +262,7 @@ func (ps *pass) publishIndex(ctx context.Context) error {
 		}
 		s.state.IndexName, ps.rep.IndexName = name, name
 	}
+	s.state.IndexSum = sum
 	s.log.Info("index updated", "root", s.state.Index, "files", len(files), "name", s.state.IndexName)
 	return nil
 }

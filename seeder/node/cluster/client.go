@@ -111,6 +111,9 @@ type PinOptions struct {
 	// connect to them at once instead of searching the DHT.
 	Origins  []string
 	Metadata map[string]string
+	// Allocations are peers to allocate first (the cluster's user-allocations), before its own choice
+	// fills the replication factor.
+	Allocations []string
 }
 
 func (o PinOptions) query() url.Values {
@@ -121,6 +124,9 @@ func (o PinOptions) query() url.Values {
 	q.Set("replication-max", strconv.Itoa(o.ReplicationMax))
 	if len(o.Origins) > 0 {
 		q.Set("origins", strings.Join(o.Origins, ","))
+	}
+	if len(o.Allocations) > 0 {
+		q.Set("user-allocations", strings.Join(o.Allocations, ","))
 	}
 	for k, v := range o.Metadata {
 		q.Set("meta-"+k, v)

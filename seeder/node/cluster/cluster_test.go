@@ -148,3 +148,19 @@ func TestRedact(t *testing.T) {
 		}
 	}
 }
+
+// The cluster peer --cluster names must be the one whose IPFS node --api names: else the cluster could
+// place a pin on other peers only and unpin it from the node that seeded it. A mismatch is refused,
+// naming the peer's node.
+func TestNewNodeWantsTheLocalPeer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts an IPFS Cluster")
+	}
+	cl := clustertest.Start(t, 2, kubotest.Options{})
+	k, _ := dial(t, cl.Peers[0])
+	_, other := dial(t, cl.Peers[1])
+	_, err := cluster.NewNode(context.Background(), k, other, 0, 0)
+	if err == nil || !strings.Contains(err.Error(), "not the local node") {
+		t.Fatalf("NewNode with another peer's REST API: %v", err)
+	}
+}

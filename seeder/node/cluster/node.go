@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/ipfs/go-cid"
@@ -21,19 +22,29 @@ type Node struct {
 	cluster     *Client
 	replication [2]int
 	origins     []string
+	self        string // the cluster peer whose REST API c talks to: every pin is allocated to it first
 }
 
 var _ node.Node = (*Node)(nil)
 
 // NewNode returns a Node pinning through c with the given replication (0, 0: the cluster's default).
 // The local node's addresses become every pin's origins, so that the cluster's other peers fetch from
-// it at once.
+// it at once. The cluster peer behind c must use the local node as its IPFS node: every pin is
+// allocated to that peer first, for without it the cluster, placing a pin on other peers only, would
+// unpin it from the node that seeded it.
 func NewNode(ctx context.Context, local *kubo.Client, c *Client, replMin, replMax int) (*Node, error) {
 	addrs, err := local.Addresses(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("the local node's addresses, for the cluster's origins: %w", err)
 	}
-	return &Node{Client: local, cluster: c, replication: [2]int{replMin, replMax}, origins: addrs}, nil
+	id, err := c.ID(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("cluster peer %s: %w", c.Addr(), err)
+	}
+	if !slices.ContainsFunc(addrs, func(a string) bool { return strings.HasSuffix(a, "/p2p/"+id.IPFS.ID) }) {
+		return nil, fmt.Errorf("cluster peer %s uses the IPFS node %s, not the local node: --cluster must name the REST API of the cluster peer whose IPFS node --api names", c.Addr(), id.IPFS.ID)
+	}
+	return &Node{Client: local, cluster: c, replication: [2]int{replMin, replMax}, origins: addrs, self: id.ID}, nil
 }
 
 // Add adds f to the local node (pinned there under its name, as without a cluster, so that this
@@ -44,7 +55,7 @@ func (n *Node) Add(ctx context.Context, f node.File) (cid.Cid, error) {
 		return cid.Undef, err
 	}
 	o := PinOptions{Name: f.PinName, ReplicationMin: n.replication[0], ReplicationMax: n.replication[1],
-		Origins: n.origins, Metadata: map[string]string{MetaKey: "1"}}
+		Origins: n.origins, Metadata: map[string]string{MetaKey: "1"}, Allocations: []string{n.self}}
 	if err := n.cluster.Pin(ctx, c, o); err != nil {
 		return cid.Undef, fmt.Errorf("cluster pin %s (%s): %w", c, f.PinName, err)
 	}

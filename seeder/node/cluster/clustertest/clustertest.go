@@ -168,8 +168,29 @@ func (p *Peer) run(t testing.TB, args ...string) {
 	}
 }
 
-// start runs the daemon and waits until its REST API answers with the peer's ID.
+// start runs the daemon and waits until its REST API answers with the peer's ID. A daemon that dies
+// while starting is started again, up to twice, as systemd's Restart= would: ipfs-cluster-service 1.1.6
+// serves its REST API a moment before its RPC client is set, and a request in that moment (a client
+// retrying against a restarted peer) panics it with a nil pointer in go-libp2p-gorpc.
 func (p *Peer) start(t testing.TB, bootstrap []string) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		p.launch(t, bootstrap)
+		addr, exited := p.waitID(t)
+		if !exited {
+			p.Addr = addr
+			return
+		}
+		b, _ := os.ReadFile(filepath.Join(p.Dir, "daemon.log"))
+		if attempt == 3 {
+			t.Fatalf("clustertest: %s exited while starting, 3 times:\n%s", p.Name, lastLines(string(b), 40))
+		}
+		t.Logf("clustertest: %s exited while starting; starting it again:\n%s", p.Name, lastLines(string(b), 12))
+	}
+}
+
+// launch starts the daemon process.
+func (p *Peer) launch(t testing.TB, bootstrap []string) {
 	t.Helper()
 	args := []string{"daemon"}
 	if len(bootstrap) > 0 {
@@ -195,18 +216,17 @@ func (p *Peer) start(t testing.TB, bootstrap []string) {
 			t.Logf("clustertest: %s's log:\n%s", p.Name, lastLines(string(b), 40))
 		}
 	})
-	p.Addr = p.waitID(t)
 }
 
-// waitID waits for the REST API and returns the peer's cluster swarm address.
-func (p *Peer) waitID(t testing.TB) string {
+// waitID waits for the REST API and returns the peer's cluster swarm address, or says that the daemon
+// exited first.
+func (p *Peer) waitID(t testing.TB) (string, bool) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
 		case <-p.done:
-			b, _ := os.ReadFile(filepath.Join(p.Dir, "daemon.log"))
-			t.Fatalf("clustertest: %s exited while starting:\n%s", p.Name, lastLines(string(b), 40))
+			return "", true
 		default:
 		}
 		var id struct {
@@ -216,15 +236,15 @@ func (p *Peer) waitID(t testing.TB) string {
 		if getJSON(p.APIURL+"/id", &id) == nil && id.ID != "" {
 			for _, a := range id.Addresses {
 				if strings.HasPrefix(a, "/ip4/127.0.0.1/tcp/") {
-					return a
+					return a, false
 				}
 			}
-			return fmt.Sprintf("/ip4/127.0.0.1/tcp/%s/p2p/%s", "0", id.ID)
+			return fmt.Sprintf("/ip4/127.0.0.1/tcp/%s/p2p/%s", "0", id.ID), false
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
 	t.Fatalf("clustertest: %s's REST API did not answer within a minute", p.Name)
-	return ""
+	return "", false
 }
 
 func (p *Peer) running() bool {
