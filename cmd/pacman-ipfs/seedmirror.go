@@ -101,7 +101,7 @@ func runSeedMirror(ctx context.Context, args []string) error {
 	}
 	rep, err := reconcile.New(opts).Sync(ctx, t.ix)
 	fmt.Println(mirrorSummary(m.root, t, rep))
-	logNotes(log, rep)
+	logNotes(log, rep, m.gpgDir)
 	if err != nil {
 		if errors.Is(err, kubo.ErrUnreachable) || errors.Is(err, cluster.ErrUnreachable) || ctx.Err() != nil {
 			return err
@@ -243,7 +243,7 @@ func (m *mirrorFlags) seederOptions(ctx context.Context, c *common, t *mirrorTre
 	if m.keepDays > 0 {
 		// rsync deletes a package's file when it leaves the tree: blocks referenced in place would go
 		// with it, and the pin kept for --keep-days would hold nothing.
-		opts.Copy = "--keep-days keeps packages after rsync deletes them, so their blocks are stored in the node (--keep-days 0 allows zero copy)"
+		opts.Copy = "--keep-days keeps packages after rsync deletes them, so their blocks are stored in the node; --keep-days 0 allows zero copy"
 	}
 	opts.Signatures = func() sigcheck.Verifier {
 		kr, err := sigcheck.Find(m.gpgDir)
@@ -286,12 +286,20 @@ func mirrorSummary(root string, t *mirrorTree, r *reconcile.Report) string {
 
 // logNotes logs what was not seeded: a failure is a warning (the run did not converge), a refusal is
 // normal in a tree (a package of a repository not mirrored, say) and shown with -v.
-func logNotes(log *slog.Logger, r *reconcile.Report) {
+func logNotes(log *slog.Logger, r *reconcile.Report, gpgDir string) {
 	for _, n := range r.Failed {
 		log.Warn("not seeded", "file", n.Path, "why", n.Reason)
 	}
+	noKeyring := 0
 	for _, n := range r.Refused {
 		log.Info("refused", "file", n.Path, "why", n.Reason)
+		if strings.Contains(n.Reason, "no keyring") {
+			noKeyring++
+		}
+	}
+	if noKeyring > 0 {
+		// Not normal in a tree: every .sig of a db that carries none is refused until there is one.
+		log.Warn("signatures refused: the dbs carry none and there is no keyring to check them with", "files", noKeyring, "gpg_dir", gpgDir)
 	}
 }
 

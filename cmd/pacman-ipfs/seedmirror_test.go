@@ -173,7 +173,8 @@ func testSeedMirror(t *testing.T, b mirrorBackend) {
 	}
 	var st status
 	if r := cli(t, stArgs...); json.Unmarshal([]byte(r.stdout), &st) != nil || st.Repos["core"].Files != 4 ||
-		st.Repos["extra"].Files != 2 || st.IndexName != rep.IndexName || (b.name == "cluster") != (st.Cluster != nil) {
+		st.Repos["extra"].Files != 2 || st.IndexName != rep.IndexName || (b.name == "cluster") != (st.Cluster != nil) ||
+		!st.MirrorTree || st.Node.Pins != 6 {
 		t.Errorf("status of the tree: %+v\n%s%s", st, r.stdout, r.stderr)
 	} else if st.Cluster != nil && st.Cluster.Repos["core"].Pins != 4 {
 		t.Errorf("status's cluster: %+v", st.Cluster)
@@ -268,8 +269,12 @@ func TestSeedMirrorUnit(t *testing.T) {
 	}
 	alpmtest.Require(t, "repo-add", "bsdtar")
 	core := alpmtest.MakeRepo(t, "core", alpmtest.Pkg{Name: "a", Size: 10 << 10}, alpmtest.Pkg{Name: "b", Size: 2 << 20})
+	// A repository whose db carries no signatures (pacman 7's repo-add), on a machine with no keyring.
+	extra := alpmtest.MakeRepo(t, "extra")
+	extra.NoDBSigs = true
+	extra.Add(t, alpmtest.Pkg{Name: "s", Size: 1 << 10, Sig: true})
 	root := t.TempDir()
-	alpmtest.SyncMirror(t, root, "x86_64", true, core)
+	alpmtest.SyncMirror(t, root, "x86_64", true, core, extra)
 	k := kubotest.Start(t, kubotest.Options{})
 
 	env := readEnvironmentFile(t, "../../packaging/seed-mirror.conf")
@@ -277,7 +282,7 @@ func TestSeedMirrorUnit(t *testing.T) {
 		t.Fatalf("seed-mirror.conf sets no MIRROR_ROOT: %v", env)
 	}
 	env["MIRROR_ROOT"] = root
-	env["SEED_MIRROR_FLAGS"] = "--keep-days 0"
+	env["SEED_MIRROR_FLAGS"] = "--keep-days 0 --gpg-dir " + filepath.Join(t.TempDir(), "no-keyring")
 	creds := t.TempDir()
 	if err := os.WriteFile(filepath.Join(creds, "kubo-api"), []byte(k.APIAddr+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -294,12 +299,18 @@ func TestSeedMirrorUnit(t *testing.T) {
 	cmd := exec.Command(exe, argv[1:]...)
 	cmd.Env = append(os.Environ(), "PACMAN_IPFS_BE_CLI=1", "CREDENTIALS_DIRECTORY="+creds, "STATE_DIRECTORY="+state,
 		"IPFS_PATH="+filepath.Join(t.TempDir(), "none"))
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
 	out, err := cmd.Output()
-	if err != nil || strings.Count(string(out), "\n") != 1 || !strings.Contains(string(out), "added 2") {
-		t.Fatalf("the unit's command %q: %v\n%s", argv, err, out)
+	if err != nil || strings.Count(string(out), "\n") != 1 || !strings.Contains(string(out), "added 3") {
+		t.Fatalf("the unit's command %q: %v\n%s%s", argv, err, out, stderr.String())
 	}
-	if rep, err := reconcile.ReadLastReport(state); err != nil || rep == nil || rep.Added != 2 {
+	if rep, err := reconcile.ReadLastReport(state); err != nil || rep == nil || rep.Added != 3 || len(rep.Refused) != 1 {
 		t.Errorf("no report of the run in $STATE_DIRECTORY: %v %+v", err, rep)
+	}
+	// The refused signature is normal in a cache but not in a tree: the journal gets a warning.
+	if !strings.Contains(stderr.String(), "signatures refused") || !strings.Contains(stderr.String(), "files=1") {
+		t.Errorf("no warning about the signatures refused for want of a keyring:\n%s", stderr.String())
 	}
 }
 

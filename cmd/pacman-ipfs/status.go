@@ -36,6 +36,8 @@ type status struct {
 	Failed    []reconcile.FileNote           `json:"failed"`
 	// Cluster is the IPFS Cluster pinning for this machine, with --cluster; null without.
 	Cluster *clusterStatus `json:"cluster,omitempty"`
+	// MirrorTree says that the state directory is a mirror tree's (seed-mirror), not the cache's.
+	MirrorTree bool `json:"mirror_tree,omitempty"`
 }
 
 // clusterStatus counts our pins' states across the cluster's peers, per repository.
@@ -100,6 +102,7 @@ type syncStatus struct {
 	Converged   bool      `json:"converged"`
 	Added       int       `json:"added"`
 	Unpinned    int       `json:"unpinned"`
+	Retained    int       `json:"retained"` // seed-mirror: pins kept after their file left (--keep-days)
 	CopiedBytes int64     `json:"copied_bytes"`
 	// Zero copy: pins added again because a block was read from a file that left the cache, and blocks
 	// still referenced from files that are gone (unreadable).
@@ -226,10 +229,11 @@ func (n *nodeStatus) ask(ctx context.Context, addr, prefix string) {
 // fromReport fills in the last pass.
 func (st *status) fromReport(rep *reconcile.Report) {
 	st.LastSync = &syncStatus{Started: rep.Started, Seconds: rep.Duration.Seconds(), Converged: rep.Converged(),
-		Added: rep.Added, Unpinned: rep.Unpinned, CopiedBytes: rep.CopiedBytes,
+		Added: rep.Added, Unpinned: rep.Unpinned, Retained: rep.Retained, CopiedBytes: rep.CopiedBytes,
 		RepairedRefs: rep.RepairedRefs, BrokenRefs: rep.BrokenRefs}
 	st.Repos, st.Dirs, st.DBs, st.Refused, st.Failed = rep.Repos, rep.Dirs, rep.DBs, rep.Refused, rep.Failed
 	st.Index, st.IndexName = rep.Index, rep.IndexName
+	st.MirrorTree = rep.PinPrefix != ""
 	for _, rc := range rep.Repos {
 		st.Seeded.Files += rc.Files
 		st.Seeded.Bytes += rc.Bytes
@@ -237,7 +241,11 @@ func (st *status) fromReport(rep *reconcile.Report) {
 }
 
 func printStatus(w io.Writer, st *status) {
-	printAgent(w, st.Agent)
+	if st.MirrorTree {
+		fmt.Fprintln(w, "state:     a mirror tree's (seed-mirror), pins named "+MirrorPinPrefix)
+	} else {
+		printAgent(w, st.Agent)
+	}
 	printNode(w, &st.Node)
 	if st.LastSync == nil {
 		fmt.Fprintln(w, "last sync: never (run `pacman-ipfs sync`)")
@@ -308,6 +316,9 @@ func printLastSync(w io.Writer, st *status) {
 		state = "not converged: see failed below"
 	}
 	fmt.Fprintf(w, "last sync: %s, %.1fs, %s\n", ls.Started.Local().Format(time.DateTime), ls.Seconds, state)
+	if st.MirrorTree {
+		fmt.Fprintf(w, "retained:  %d packages that left the tree (--keep-days)\n", ls.Retained)
+	}
 	fmt.Fprintf(w, "seeded:    %d files, %s\n", st.Seeded.Files, units.HumanBytes(st.Seeded.Bytes))
 	for _, name := range slices.Sorted(maps.Keys(st.Repos)) {
 		rc := st.Repos[name]
@@ -318,7 +329,11 @@ func printLastSync(w io.Writer, st *status) {
 		if d.NoCopy {
 			mode = "zero-copy"
 		}
-		fmt.Fprintf(w, "cache:     %s: %s (%s)\n", d.Dir, mode, d.Why)
+		label := "cache:    "
+		if st.MirrorTree {
+			label = "dir:      "
+		}
+		fmt.Fprintf(w, "%s %s: %s (%s)\n", label, d.Dir, mode, d.Why)
 	}
 	fmt.Fprintf(w, "stored twice: %s (bytes of the cache copied into the node's repo)\n", units.HumanBytes(ls.CopiedBytes))
 	if ls.BrokenRefs > 0 || ls.RepairedRefs > 0 {
