@@ -10,28 +10,12 @@ import (
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb/alpmtest"
 )
 
-// mirrorTree lays repos out as an Arch mirror: <root>/<repo>/os/x86_64/<repo>.db beside the packages.
-func mirrorTree(t *testing.T, repos ...*alpmtest.Repo) string {
-	t.Helper()
-	root := t.TempDir()
-	for _, r := range repos {
-		dir := filepath.Join(root, r.Name, "os", "x86_64")
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		alpmtest.CopyFile(t, r.DB, filepath.Join(dir, r.Name+".db"), 0o644)
-		for name, path := range r.Files {
-			alpmtest.CopyFile(t, path, filepath.Join(dir, name), 0o644)
-		}
-	}
-	return root
-}
-
 func TestLoadTree(t *testing.T) {
 	alpmtest.Require(t, "repo-add", "bsdtar")
 	core := alpmtest.MakeRepo(t, "core", alpmtest.Pkg{Name: "a", Size: 1000}, alpmtest.Pkg{Name: "any", Arch: "any", Size: 500})
 	extra := alpmtest.MakeRepo(t, "extra", alpmtest.Pkg{Name: "b", Size: 2000})
-	root := mirrorTree(t, core, extra)
+	root := t.TempDir()
+	alpmtest.SyncMirror(t, root, "x86_64", false, core, extra)
 	if err := os.MkdirAll(filepath.Join(root, "pool", "packages"), 0o755); err != nil {
 		t.Fatal(err)
 	}

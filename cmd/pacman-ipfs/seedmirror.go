@@ -17,7 +17,6 @@ import (
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/cluster"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/reconcile"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/sigcheck"
@@ -102,16 +101,7 @@ func runSeedMirror(ctx context.Context, args []string) error {
 	rep, err := reconcile.New(opts).Sync(ctx, t.ix)
 	fmt.Println(mirrorSummary(m.root, t, rep))
 	logNotes(log, rep, m.gpgDir)
-	if err != nil {
-		if errors.Is(err, kubo.ErrUnreachable) || errors.Is(err, cluster.ErrUnreachable) || ctx.Err() != nil {
-			return err
-		}
-		return fmt.Errorf("seed-mirror did not finish: %w", err)
-	}
-	if !rep.Converged() {
-		return exitError(1)
-	}
-	return nil
+	return passResult(ctx, "seed-mirror", rep, err)
 }
 
 // mirrorTree is a mirror tree as found: its databases, read, and the directories holding its packages.

@@ -52,11 +52,18 @@ func runSync(ctx context.Context, args []string) error {
 	s := reconcile.New(opts)
 	rep, err := s.Sync(ctx, ix)
 	printSummary(os.Stdout, rep)
+	return passResult(ctx, "sync", rep, err)
+}
+
+// passResult is a command's outcome from its pass: the error as it is when the node or cluster was not
+// reached (its message says how to start it) or the run was stopped, else said to be the command's;
+// exit 1, quietly, when the pass did not converge (the summary said why).
+func passResult(ctx context.Context, command string, rep *reconcile.Report, err error) error {
 	if err != nil {
 		if errors.Is(err, kubo.ErrUnreachable) || errors.Is(err, cluster.ErrUnreachable) || ctx.Err() != nil {
 			return err
 		}
-		return fmt.Errorf("sync did not finish: %w", err)
+		return fmt.Errorf("%s did not finish: %w", command, err)
 	}
 	if !rep.Converged() {
 		return exitError(1)
