@@ -42,9 +42,8 @@ type Options struct {
 	// place: a pin kept after its file is gone (Retain) needs its blocks in the node's own store.
 	Copy string
 	// Retain keeps the pins of files that left the directories for this long after the first pass that
-	// missed them (0: unpinned by that pass). Now is the clock it is measured by (nil: time.Now).
+	// missed them (0: unpinned by that pass).
 	Retain time.Duration
-	Now    func() time.Time
 	// PinPrefix starts the names of the pins this seeder owns ("": node.PinPrefix, the cache's). A
 	// mirror tree's seeder has its own: each touches only its pins, on a node both use.
 	PinPrefix string
@@ -124,13 +123,14 @@ func (s *Seeder) collect(ctx context.Context, ix *alpmdb.Index, sigs bool) (inpu
 		pins, err := s.opts.Node.Pins(ctx, s.pinPrefix())
 		listed <- pinList{pins, err}
 	}()
-	in := inputs{Index: ix, Records: s.state.Files, CIDs: s.state.CIDs, Sigs: sigs, Gone: s.state.Gone, Now: s.now()}
+	in := inputs{Index: ix, Records: s.state.Files, CIDs: s.state.CIDs, Sigs: sigs, Gone: s.state.Gone, Now: time.Now()}
 	for _, dir := range s.opts.CacheDirs {
 		l := listing{Dir: dir, Why: "the node cannot reference files in place"}
-		if r, ok := s.opts.Node.(node.Referencer); ok && s.opts.Copy == "" {
-			l.NoCopy, l.Why = r.CanReference(ctx, dir)
-		} else if s.opts.Copy != "" {
+		switch r, ok := s.opts.Node.(node.Referencer); {
+		case s.opts.Copy != "":
 			l.Why = s.opts.Copy
+		case ok:
+			l.NoCopy, l.Why = r.CanReference(ctx, dir)
 		}
 		l.Entries, l.Err = scanDir(dir, s.opts.Ignore)
 		in.Dirs = append(in.Dirs, l)
@@ -148,13 +148,6 @@ func (s *Seeder) pinPrefix() string {
 		return s.opts.PinPrefix
 	}
 	return node.PinPrefix
-}
-
-func (s *Seeder) now() time.Time {
-	if s.opts.Now != nil {
-		return s.opts.Now()
-	}
-	return time.Now()
 }
 
 // save records the pass, and forgets the files that left the cache.
