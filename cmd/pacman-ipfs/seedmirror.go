@@ -82,7 +82,12 @@ func runSeedMirror(ctx context.Context, args []string) error {
 		return err
 	}
 	log := c.logger()
-	if _, err := alpmdb.FindTree(m.root); err != nil {
+	root, err := filepath.Abs(m.root)
+	if err != nil {
+		return err
+	}
+	dbs, err := alpmdb.FindTree(root)
+	if err != nil {
 		return err // before the state directory is made: a mistyped --root leaves nothing behind
 	}
 	unlock, err := lockState(c.stateDir)
@@ -90,7 +95,7 @@ func runSeedMirror(ctx context.Context, args []string) error {
 		return err
 	}
 	defer unlock()
-	t, err := loadMirrorTree(ctx, m.root, c.stateDir, log)
+	t, err := loadMirrorTree(ctx, root, dbs, c.stateDir, log)
 	if err != nil {
 		return err
 	}
@@ -114,15 +119,8 @@ type mirrorTree struct {
 	arches []string
 }
 
-func loadMirrorTree(ctx context.Context, root, stateDir string, log *slog.Logger) (*mirrorTree, error) {
-	abs, err := filepath.Abs(root)
-	if err != nil {
-		return nil, err
-	}
-	dbs, err := alpmdb.FindTree(abs)
-	if err != nil {
-		return nil, err
-	}
+// loadMirrorTree reads the tree's dbs (found in root, an absolute path) and lists its package dirs.
+func loadMirrorTree(ctx context.Context, root string, dbs []alpmdb.TreeDB, stateDir string, log *slog.Logger) (*mirrorTree, error) {
 	// libalpm reads each db through a scratch dbpath of its own: kept under the state directory, which
 	// is ours to write (the tree is the operator's, never written).
 	scratch := filepath.Join(stateDir, "dbpath")
@@ -136,14 +134,14 @@ func loadMirrorTree(ctx context.Context, root, stateDir string, log *slog.Logger
 	for _, p := range ix.Problems() {
 		log.Warn("sync db skipped", "err", p)
 	}
-	t := &mirrorTree{root: abs, dbs: dbs, ix: ix}
+	t := &mirrorTree{root: root, dbs: dbs, ix: ix}
 	for _, d := range dbs {
 		t.dirs = append(t.dirs, d.Dir)
 		if !slices.Contains(t.arches, d.Arch) {
 			t.arches = append(t.arches, d.Arch)
 		}
 	}
-	t.pools, err = poolDirs(abs)
+	t.pools, err = poolDirs(root)
 	t.dirs = append(t.dirs, t.pools...)
 	return t, err
 }
@@ -283,7 +281,7 @@ func logNotes(log *slog.Logger, r *reconcile.Report, gpgDir string) {
 	noKeyring := 0
 	for _, n := range r.Refused {
 		log.Info("refused", "file", n.Path, "why", n.Reason)
-		if strings.Contains(n.Reason, "no keyring") {
+		if n.Reason == reconcile.ReasonNoSig {
 			noKeyring++
 		}
 	}

@@ -65,10 +65,11 @@ type verdict struct {
 const (
 	reasonNotRegular = "not a regular file"
 	reasonNotInDB    = "not in any sync db"
-	reasonNoSig      = "sync db carries no signature for this package, and no keyring to check it with"
-	reasonSize       = "size mismatch"
-	reasonChecksum   = "sha256 mismatch"
-	reasonBadSig     = "signature not valid"
+	// ReasonNoSig is exported for seed-mirror, which warns of it: normal in a cache, not in a tree.
+	ReasonNoSig    = "sync db carries no signature for this package, and no keyring to check it with"
+	reasonSize     = "size mismatch"
+	reasonChecksum = "sha256 mismatch"
+	reasonBadSig   = "signature not valid"
 )
 
 // classify decides what a candidate is from the index and its hash record (nil when it has none).
@@ -136,7 +137,7 @@ func expect(name string, ix Index, sigs bool) (verdict, bool) {
 			return verdict{Repo: e.Repo, SHA256: e.SHA256, Size: e.Size, Unvouched: true}, true
 		}
 		if sig == nil {
-			return verdict{Kind: refused, Reason: reasonNoSig}, false
+			return verdict{Kind: refused, Reason: ReasonNoSig}, false
 		}
 		return verdict{Repo: e.Repo, SHA256: sha256.Sum256(sig), Size: int64(len(sig))}, true
 	}

@@ -53,7 +53,7 @@ func TestClassify(t *testing.T) {
 		{name: "dropped by the db, never verified", file: "old-1-1-x86_64.pkg.tar.zst", stat: st(len(pkg), 0), rec: hashed(sum, ""), want: refused, reasonIs: reasonNotInDB},
 		{name: "signature", file: "a-1-1-x86_64.pkg.tar.zst.sig", stat: fileStat{Dev: 1, Ino: 2, Size: int64(len(sig))}, want: needHash, repo: "core"},
 		{name: "signature of wrong size", file: "a-1-1-x86_64.pkg.tar.zst.sig", stat: st(3, 0), want: refused, reasonIs: reasonSize},
-		{name: "signature the db does not carry", file: "b-1-1-x86_64.pkg.tar.zst.sig", stat: st(3, 0), want: refused, reasonIs: reasonNoSig},
+		{name: "signature the db does not carry", file: "b-1-1-x86_64.pkg.tar.zst.sig", stat: st(3, 0), want: refused, reasonIs: ReasonNoSig},
 		{name: "signature of unknown package", file: "z.pkg.tar.zst.sig", stat: st(3, 0), want: refused, reasonIs: reasonNotInDB},
 	}
 	for _, tt := range tests {

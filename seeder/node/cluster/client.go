@@ -25,6 +25,7 @@ type Client struct {
 	addr string   // for messages: the base URL, credentials removed
 	auth string   // "Basic ..." or ""
 	hc   *http.Client
+	peer ID // what the peer said of itself when dialled
 }
 
 // ErrUnreachable means no cluster REST API answered at the address.
@@ -51,17 +52,22 @@ func Dial(ctx context.Context, rawURL string) (*Client, error) {
 	c.base, c.addr = u, u.String()
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if _, err := c.ID(dctx); err != nil {
+	id, err := c.ID(dctx)
+	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
 		return nil, fmt.Errorf("%w at %s: %v", ErrUnreachable, c.addr, err)
 	}
+	c.peer = id
 	return c, nil
 }
 
 // Addr is the REST API's address without credentials.
 func (c *Client) Addr() string { return c.addr }
+
+// Peer is what the cluster peer behind the REST API said of itself when it was dialled.
+func (c *Client) Peer() ID { return c.peer }
 
 // Redact removes the userinfo of a URL that may not even parse.
 func Redact(s string) string {

@@ -37,10 +37,7 @@ func NewNode(ctx context.Context, local *kubo.Client, c *Client, replMin, replMa
 	if err != nil {
 		return nil, fmt.Errorf("the local node's addresses, for the cluster's origins: %w", err)
 	}
-	id, err := c.ID(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("cluster peer %s: %w", c.Addr(), err)
-	}
+	id := c.Peer()
 	if !slices.ContainsFunc(addrs, func(a string) bool { return strings.HasSuffix(a, "/p2p/"+id.IPFS.ID) }) {
 		return nil, fmt.Errorf("cluster peer %s uses the IPFS node %s, not the local node: --cluster must name the REST API of the cluster peer whose IPFS node --api names", c.Addr(), id.IPFS.ID)
 	}
