@@ -13,8 +13,10 @@ PACMAN_IPFS_REQUIRE_TOOLS ?= $(if $(CI),1,)
 export PACMAN_IPFS_REQUIRE_TOOLS
 export PACMAN_IPFS_KUBO := $(IPFS)
 
-DEB_DEPS  := gcc pkg-config libalpm-dev libarchive-dev pacman-package-manager makepkg libarchive-tools systemd zstd gpg gpgv gpg-agent chromium
-ARCH_DEPS := gcc pkgconf pacman libarchive systemd zstd chromium
+# nginx, curl, wget and aria2c: the endpoint is checked against nginx serving the same files, with the
+# clients pacman users put into XferCommand; iproute2: the LAN tests' namespaces and tc.
+DEB_DEPS  := gcc pkg-config libalpm-dev libarchive-dev pacman-package-manager makepkg libarchive-tools systemd zstd gpg gpgv gpg-agent chromium nginx curl wget aria2 iproute2
+ARCH_DEPS := gcc pkgconf pacman libarchive systemd zstd chromium nginx curl wget aria2 iproute2
 
 VERSION   := $(shell sed -n 's/^pkgver=//p' PKGBUILD)
 # Where `make test-pacman7` keeps its Debian trixie root (pacman 7, libalpm 15).
@@ -44,12 +46,16 @@ $(GOLANGCI): testdata/tools/go.mod testdata/tools/go.sum
 lint: $(GOLANGCI)
 	$(GOLANGCI) run --build-tags '$(TAGS)' ./...
 
+# Installing a package must not start its service (nginx is a test tool here, not a server of this
+# machine): a policy-rc.d that denies every start is in place while apt-get runs, unless one already is.
 deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		missing=; for p in $(DEB_DEPS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 		if [ -n "$$missing" ]; then \
 			echo "installing:$$missing"; \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+			norc=; if [ ! -e /usr/sbin/policy-rc.d ]; then norc=1; printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; fi; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; rc=$$?; \
+			if [ -n "$$norc" ]; then rm -f /usr/sbin/policy-rc.d; fi; [ $$rc = 0 ]; \
 		fi; \
 	elif [ "$$(id -u)" = 0 ] && command -v pacman >/dev/null 2>&1 && [ -f /etc/arch-release ]; then \
 		pacman -S --needed --noconfirm $(ARCH_DEPS) >/dev/null; \

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -105,6 +106,24 @@ func (ix *Index) Lookup(fileName string) (Entry, bool) {
 
 // Len is the number of distinct package files indexed.
 func (ix *Index) Len() int { return len(ix.byFile) }
+
+// Repos names the repositories of the index, in pacman.conf order (for an index made by NewIndex,
+// those of its entries, sorted).
+func (ix *Index) Repos() []string {
+	var out []string
+	for _, d := range ix.dbs {
+		out = append(out, d.Repo)
+	}
+	if len(ix.dbs) == 0 {
+		for _, e := range ix.byFile {
+			if !slices.Contains(out, e.Repo) {
+				out = append(out, e.Repo)
+			}
+		}
+		slices.Sort(out)
+	}
+	return out
+}
 
 // DBs reports each sync database, in pacman.conf order.
 func (ix *Index) DBs() []DB { return ix.dbs }

@@ -37,6 +37,9 @@ type Config struct {
 	// GPGDir is pacman's GnuPG directory (its keyring), "/etc/pacman.d/gnupg/" unless set; like pacman,
 	// it is not placed under RootDir.
 	GPGDir string
+	// DisableDownloadTimeout: pacman waits for a server's first byte as long as it takes (else it gives
+	// up on a server that sends nothing for 10 seconds).
+	DisableDownloadTimeout bool
 }
 
 // Repo is one [section] of pacman.conf other than [options].
@@ -154,6 +157,8 @@ func (p *confParser) option(key, value string) {
 		p.cfg.DBPath, p.dbSet = value, true
 	case "GPGDir":
 		p.cfg.GPGDir = value
+	case "DisableDownloadTimeout":
+		p.cfg.DisableDownloadTimeout = true
 	case "CacheDir":
 		p.cfg.CacheDirs = append(p.cfg.CacheDirs, strings.Fields(value)...)
 	case "Architecture":

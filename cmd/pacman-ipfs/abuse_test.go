@@ -55,11 +55,13 @@ func TestEndpointCutsOffAbuse(t *testing.T) {
 		return line
 	}
 	tests := []struct{ name, raw, want string }{
-		{name: "traversal", raw: "GET /core/os/x86_64/../../../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n", want: "404"},
-		{name: "encoded slash", raw: "GET /core/os/x86_64/..%2F..%2Fetc%2Fpasswd HTTP/1.1\r\nHost: x\r\n\r\n", want: "404"},
-		{name: "not the layout", raw: "GET /etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n", want: "404"},
-		{name: "a write", raw: "PUT /core/os/x86_64/x.pkg.tar.zst HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", want: "405"},
-		{name: "oversized headers", raw: "GET /core/os/x86_64/core.db HTTP/1.1\r\nHost: x\r\nX-Junk: " + strings.Repeat("a", 64<<10) + "\r\n\r\n", want: "431"},
+		{name: "traversal", raw: "GET /core/os/x86_64/../../../../etc/passwd HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", want: "404"},
+		{name: "encoded slash", raw: "GET /core/os/x86_64/..%2F..%2Fetc%2Fpasswd HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", want: "404"},
+		{name: "not the layout", raw: "GET /etc/passwd HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", want: "404"},
+		{name: "a write", raw: "PUT /core/os/x86_64/x.pkg.tar.zst HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n", want: "405"},
+		{name: "oversized headers", raw: "GET /core/os/x86_64/core.db HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Junk: " + strings.Repeat("a", 64<<10) + "\r\n\r\n", want: "431"},
+		// DNS rebinding: a page whose name resolves to 127.0.0.1 learns nothing, not even what is seeded.
+		{name: "another host", raw: "GET /cache/core/os/x86_64/x-1-1-x86_64.pkg.tar.zst HTTP/1.1\r\nHost: attacker.example\r\n\r\n", want: "421"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

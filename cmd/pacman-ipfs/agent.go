@@ -18,11 +18,11 @@ import (
 
 	"github.com/coreos/go-systemd/v22/activation"
 	"github.com/ipfs/go-cid"
-	"golang.org/x/net/netutil"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/agent"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/agent/control"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/catalog"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/endpoint"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/lanindex"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node"
@@ -67,12 +67,21 @@ func (l *lazyKubo) Cat(ctx context.Context, k cid.Cid) (io.ReadCloser, error) {
 	return c.Cat(ctx, k)
 }
 
-func (l *lazyKubo) Resolve(ctx context.Context, p string) (cid.Cid, error) {
+// Blocks and DropBlocks make lazyKubo an endpoint.BlockDropper.
+func (l *lazyKubo) Blocks(ctx context.Context, root cid.Cid) ([]cid.Cid, error) {
 	c, err := l.client(ctx)
 	if err != nil {
-		return cid.Undef, err
+		return nil, err
 	}
-	return c.Resolve(ctx, p)
+	return c.Blocks(ctx, root)
+}
+
+func (l *lazyKubo) DropBlocks(ctx context.Context, bs []cid.Cid) error {
+	c, err := l.client(ctx)
+	if err != nil {
+		return err
+	}
+	return c.DropBlocks(ctx, bs)
 }
 
 // agentFlags are the agent's command line.
@@ -114,166 +123,195 @@ func runAgent(ctx context.Context, args []string) error {
 	if err := f.c.checkCluster(); err != nil {
 		return err
 	}
-	w, err := newAgentWiring(f)
+	p, err := buildAgent(f)
 	if err != nil {
 		return err
 	}
-	ln, httpLn, err := listeners(f.listen, f.httpAddr)
-	if err != nil {
-		return err
-	}
-	if ln == nil {
-		w.log.Warn("no control socket: neither socket-activated nor --listen; the hook cannot reach this agent")
-	} else {
-		defer ln.Close()
-	}
-	w.a = agent.New(w.agentOptions(w.startLAN(ctx)))
-	if httpLn != nil {
-		stop, err := w.startEndpoint(ctx, httpLn)
-		if err != nil {
-			return err
-		}
-		defer stop()
-	}
-	if w.pf != nil {
-		go w.pf.Run(ctx, time.Minute)
-	}
-	err = w.a.Run(ctx, ln)
+	err = p.run(ctx)
 	if errors.Is(ctx.Err(), context.Canceled) {
 		return nil // SIGTERM: a clean stop
 	}
 	return err
 }
 
-// agentWiring is what the agent's parts are made of, and the parts that need each other: the endpoint
-// needs the agent, whose status reports what the endpoint served.
-type agentWiring struct {
-	f    *agentFlags
-	cfg  *alpmdb.Config
-	auth control.Authorizer
-	api  *lazyKubo
-	log  *slog.Logger
-	lan  *lanindex.Exchange
-	pf   *prefetch.Prefetcher
-	a    *agent.Agent
-	ep   *endpoint.Server
+// agentParts are the agent's parts, all made before any of them runs: the catalog first (what every
+// other part reads or feeds), then the parts that use it. Optional parts are nil when off.
+type agentParts struct {
+	log     *slog.Logger
+	api     *lazyKubo
+	control net.Listener // nil: neither socket-activated nor --listen
+	cat     *catalog.Catalog
+	refresh *catalog.Refresher
+	lan     *lanindex.Exchange   // --lan-index
+	pf      *prefetch.Prefetcher // --prefetch
+	agent   *agent.Agent
+	ep      *endpoint.Server // --http, or a socket systemd passed
+	web     *http.Server
+	webLn   net.Listener
+	link    *lanLink // --lan-fetch with an endpoint
+	drops   *dropper // the blocks of packages handed to pacman from IPFS, let go of
 }
 
-func newAgentWiring(f *agentFlags) (*agentWiring, error) {
-	w := &agentWiring{f: f, log: f.c.logger()}
-	var err error
-	if w.cfg, err = alpmdb.ReadConfig(f.c.pacmanConf); err != nil {
+// buildAgent makes every part from the flags and pacman.conf, and opens the listeners.
+func buildAgent(f *agentFlags) (*agentParts, error) {
+	log := f.c.logger()
+	cfg, err := alpmdb.ReadConfig(f.c.pacmanConf)
+	if err != nil {
 		return nil, err
 	}
-	if w.auth, err = control.NewAuthorizer(f.group); err != nil {
+	auth, err := control.NewAuthorizer(f.group)
+	if err != nil {
 		return nil, err
 	}
 	addr, err := f.c.apiAddr()
 	if err != nil {
 		return nil, err
 	}
-	w.api = &lazyKubo{addr: addr}
-	return w, nil
-}
-
-// startLAN starts the LAN's indexes (ours published under the node's key, the neighbours' looked up)
-// and the prefetcher, and returns what runs after each pass.
-func (w *agentWiring) startLAN(ctx context.Context) func(*reconcile.Report) {
-	if !w.f.lanIndex {
-		if w.f.prefetch {
-			w.log.Warn("--prefetch needs --lan-index: nothing is prefetched")
-		}
-		return nil
+	p := &agentParts{log: log, api: &lazyKubo{addr: addr}, cat: catalog.New(cfg, log)}
+	if p.control, p.webLn, err = listeners(f.listen, f.httpAddr); err != nil {
+		return nil, err
 	}
-	w.lan = lanindex.New(func(ctx context.Context) (lanindex.Node, error) { return w.api.client(ctx) }, 20*time.Second, w.log)
-	go w.lan.Run(ctx)
-	if !w.f.prefetch {
-		return func(r *reconcile.Report) { w.lan.Publish(r.Index) }
+	if p.control == nil {
+		log.Warn("no control socket: neither socket-activated nor --listen; the hook cannot reach this agent")
 	}
-	w.pf = newPrefetcher(w.cfg, w.api, w.lan, func() *agent.Agent { return w.a }, func() *endpoint.Server { return w.ep }, w.log)
-	return func(r *reconcile.Report) { w.lan.Publish(r.Index); w.pf.Kick() }
-}
-
-func (w *agentWiring) agentOptions(afterPass func(*reconcile.Report)) agent.Options {
-	c := &w.f.c
-	return agent.Options{
-		AfterPass: afterPass,
-		Served: func() (int64, int64) {
-			if w.ep == nil {
-				return 0, 0
-			}
-			return w.ep.Served()
-		},
-		Config:   w.cfg,
-		Seeder:   c.seederOptions(w.cfg, nil, w.log),
-		StateDir: c.stateDir,
-		Dial: func(ctx context.Context) (node.Node, error) {
-			k, err := w.api.client(ctx)
-			if err != nil {
-				return nil, err
-			}
-			return c.pinningNode(ctx, k)
-		},
-		API:      kubo.Redact(w.api.addr),
-		Auth:     w.auth,
-		Log:      w.log,
-		Quiet:    w.f.quiet,
-		IdleExit: w.f.idleExit,
-	}
-}
-
-func (w *agentWiring) startEndpoint(ctx context.Context, httpLn net.Listener) (func(), error) {
-	ep, stop, err := startEndpoint(ctx, httpLn, w.f, w.a, w.api, w.lan, w.pf, w.cfg, w.log)
-	w.ep = ep
-	return stop, err
-}
-
-// startEndpoint serves the loopback mirror endpoint on httpLn, and the LAN protocol when --lan-fetch
-// has the LAN index exchange to work with. stop closes the endpoint and keeps today's figures.
-func startEndpoint(ctx context.Context, httpLn net.Listener, f *agentFlags, a *agent.Agent, api *lazyKubo, lan *lanindex.Exchange, pf *prefetch.Prefetcher, cfg *alpmdb.Config, log *slog.Logger) (*endpoint.Server, func(), error) {
-	var link *lanLink
-	ec := endpointConfig{
-		mirrorlist: f.mirrorlist, indexes: f.indexes, hedge: f.hedge, budget: f.budget,
-		spoolDir: filepath.Join(f.c.stateDir, "spool"), tallyFile: filepath.Join(f.c.stateDir, tallyFile), lan: lan,
-		prefetch: pf,
-	}
-	if lan != nil && f.lanFetch {
-		ec.owner = func(ctx context.Context, sum [sha256.Size]byte) (string, string) { return link.owner(ctx, sum) }
-	}
-	srv, endpoint, err := endpointServer(httpLn, ec, a, api, cfg, log)
-	if err != nil {
-		return nil, nil, err
-	}
-	if ec.owner != nil {
-		if link, err = startLANLink(ctx, api, lan, endpoint, a, log); err != nil {
-			return nil, nil, err
-		}
-	}
-	go func() {
-		if err := srv.Serve(netutil.LimitListener(httpLn, maxEndpointConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("mirror endpoint stopped", "err", err)
-		}
-	}()
-	return endpoint, func() { srv.Close(); endpoint.SaveTally() }, nil
-}
-
-// newPrefetcher is --prefetch's: the agent and the endpoint it works with exist only after it (they
-// are handed over as getters), and are there before its first round.
-func newPrefetcher(cfg *alpmdb.Config, api *lazyKubo, lan *lanindex.Exchange, a func() *agent.Agent, endpoint func() *endpoint.Server, log *slog.Logger) *prefetch.Prefetcher {
-	return prefetch.New(prefetch.Options{
-		Node:     func(ctx context.Context) (prefetch.Node, error) { return api.client(ctx) },
-		Index:    func() *alpmdb.Index { return a().Index() },
-		Upgrades: func(ctx context.Context) ([]string, error) { return alpmdb.Upgrades(ctx, cfg) },
-		Roots:    lan.Roots,
-		Seeded:   func(sum [sha256.Size]byte) (cid.Cid, bool) { return a().Seeded(sum) },
-		Trust: func(sum [sha256.Size]byte, c cid.Cid) {
-			if e := endpoint(); e != nil {
-				e.Trust(sum, c)
-			}
-		},
-		Architectures: cfg.Architectures,
-		Log:           log,
+	p.buildLAN(f, cfg)
+	figures := endpoint.NewMetrics()
+	p.agent = agent.New(agent.Options{
+		AfterPass: p.afterPass, Served: figures.Served, Catalog: p.cat, Config: cfg,
+		Seeder: f.c.seederOptions(cfg, nil, log), StateDir: f.c.stateDir, Dial: p.pinningNode(&f.c),
+		API: kubo.Redact(addr), Auth: auth, Log: log, Quiet: f.quiet, IdleExit: f.idleExit,
 	})
+	if p.webLn != nil {
+		if err := p.buildEndpoint(f, cfg, figures); err != nil {
+			p.closeListeners()
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// buildLAN makes the LAN's parts: the index exchange, the catalog's refresher (the followed roots and
+// the LAN's) and the prefetcher.
+func (p *agentParts) buildLAN(f *agentFlags, cfg *alpmdb.Config) {
+	p.refresh = &catalog.Refresher{Catalog: p.cat, Followed: f.indexes, Log: p.log,
+		Node: func(ctx context.Context) (catalog.Lister, error) { return p.api.client(ctx) }}
+	if !f.lanIndex {
+		if f.prefetch {
+			p.log.Warn("--prefetch needs --lan-index: nothing is prefetched")
+		}
+		return
+	}
+	p.lan = lanindex.New(func(ctx context.Context) (lanindex.Node, error) { return p.api.client(ctx) }, 20*time.Second, p.log)
+	p.refresh.Discovered = p.lan.Roots
+	if f.prefetch {
+		p.pf = prefetch.New(prefetch.Options{
+			Node:     func(ctx context.Context) (prefetch.Node, error) { return p.api.client(ctx) },
+			Catalog:  p.cat,
+			Upgrades: func(ctx context.Context) ([]string, error) { return alpmdb.Upgrades(ctx, cfg) },
+			Log:      p.log,
+		})
+	}
+}
+
+// afterPass runs after each pass: the index is published for the LAN, the catalog and the prefetcher
+// look again (new sync dbs, packages installed).
+func (p *agentParts) afterPass(r *reconcile.Report) {
+	if p.lan != nil {
+		p.lan.Publish(r.Index)
+	}
+	p.refresh.Kick()
+	if p.pf != nil {
+		p.pf.Kick()
+	}
+}
+
+// pinningNode is how the agent reaches the node it pins through: kubo, or the cluster in front of it.
+func (p *agentParts) pinningNode(c *common) func(context.Context) (node.Node, error) {
+	return func(ctx context.Context) (node.Node, error) {
+		k, err := p.api.client(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return c.pinningNode(ctx, k)
+	}
+}
+
+// buildEndpoint makes the loopback mirror endpoint (and, with --lan-fetch, the LAN link it shares
+// downloads over): the mirrors of the mirrorlist minus the endpoint's own address, and an http.Server
+// whose every wait is bounded.
+func (p *agentParts) buildEndpoint(f *agentFlags, cfg *alpmdb.Config, figures *endpoint.Metrics) error {
+	mirrors, err := endpoint.ReadMirrorlist(f.mirrorlist)
+	if err != nil {
+		// A CacheServer needs no mirror; Server requests then fail with 502 and say why.
+		p.log.Warn("no mirrors for the endpoint: only CacheServer requests will be answered", "err", err)
+	}
+	mirrors, dropped := endpoint.DropSelf(mirrors, p.webLn.Addr())
+	if len(dropped) > 0 {
+		p.log.Info("the endpoint's own address is not one of its mirrors", "dropped", dropped)
+	}
+	spool := filepath.Join(f.c.stateDir, "spool")
+	if err := os.MkdirAll(spool, 0o700); err != nil {
+		return fmt.Errorf("the endpoint's spool: %w", err)
+	}
+	var owner func(context.Context, [sha256.Size]byte) (string, string)
+	if p.lan != nil && f.lanFetch {
+		if p.link, err = newLANLink(p.api, p.lan, p.log); err != nil {
+			return err
+		}
+		owner = p.link.owner
+	}
+	p.drops = newDropper(p.api, p.pf, p.log)
+	p.ep = endpoint.New(endpoint.Options{
+		Catalog: p.cat, Node: p.api, Metrics: figures, Owner: owner,
+		AgentMetrics: func(w io.Writer) { agentMetrics(w, p.agent, p.lan, p.pf, p.cat) },
+		Mirrors:      mirrors, Hedge: f.hedge, Budget: f.budget, SpoolDir: spool, Log: p.log,
+		Signatures: pacmanKeyring(cfg, p.log), Served: p.drops.enqueue, PacmanWaits: cfg.DisableDownloadTimeout,
+		Page:      func(ctx context.Context) endpoint.PageData { return pageData(ctx, p.agent, p.api, p.lan) },
+		TallyFile: filepath.Join(f.c.stateDir, tallyFile),
+	})
+	p.web = boundedServer(p.ep.ServeHTTP, p.agent.Busy, p.log)
+	p.log.Info("mirror endpoint", "addr", p.webLn.Addr().String(), "mirrors", len(mirrors), "indexes", len(f.indexes))
+	return nil
+}
+
+// run starts every part under one group and returns when the agent stops (idle exit, SIGTERM, a part
+// that failed) and every part has: the servers shut down, the downloads ended, the forwards closed.
+func (p *agentParts) run(ctx context.Context) error {
+	defer p.closeListeners()
+	g := newGroup(ctx, p.log)
+	g.Go("catalog", func(ctx context.Context) error { p.refresh.Run(ctx); return nil })
+	if p.lan != nil {
+		g.Go("LAN index", func(ctx context.Context) error { p.lan.Run(ctx); return nil })
+	}
+	if p.pf != nil {
+		g.Go("prefetch", func(ctx context.Context) error { p.pf.Run(ctx, time.Minute); return nil })
+	}
+	if p.ep != nil {
+		g.Go("endpoint", func(ctx context.Context) error {
+			return serveBounded(ctx, p.web, p.webLn, maxEndpointConns)
+		})
+		g.Go("dropper", func(ctx context.Context) error { p.drops.run(ctx); return nil })
+	}
+	if p.link != nil {
+		g.Go("LAN link", func(ctx context.Context) error { return p.link.run(ctx, p.ep.ServeLAN, p.agent.Busy) })
+	}
+	g.Go("agent", func(ctx context.Context) error { return p.agent.Run(ctx, p.control) })
+	err := g.Wait()
+	if p.ep != nil {
+		p.ep.Close() // after the servers: no handler is left to start a download
+	}
+	return err
+}
+
+func (p *agentParts) closeListeners() {
+	for _, ln := range []net.Listener{p.control, p.webLn} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+	if p.link != nil {
+		p.link.ln.Close()
+	}
 }
 
 // listeners returns the control socket and the mirror endpoint's socket: those systemd passed
@@ -339,66 +377,22 @@ func controlListener(path string) (net.Listener, error) {
 	return ln, nil
 }
 
-// maxEndpointConns bounds the endpoint's connections; more wait in the kernel's backlog. pacman opens a
-// few at a time (ParallelDownloads); an idle or slow one is cut off by the server's timeouts.
+// maxEndpointConns bounds the endpoint's connections: at the cap, the one idle longest is closed to
+// make room (see connLimit). pacman opens a few at a time (ParallelDownloads); a slow one is cut off by
+// the server's timeouts.
 const maxEndpointConns = 256
 
 // tallyFile, in the state directory, keeps the bytes the endpoint handed to pacman today for its status
 // page, across the agent's runs.
 const tallyFile = "endpoint-today.json"
 
-type endpointConfig struct {
-	mirrorlist    string
-	indexes       []string
-	hedge, budget time.Duration
-	spoolDir      string
-	tallyFile     string
-	lan           *lanindex.Exchange   // nil: no LAN index exchange
-	prefetch      *prefetch.Prefetcher // nil: --prefetch is off
-	// owner elects the LAN machine that fetches a package nobody has (nil: this one, always).
-	owner func(context.Context, [sha256.Size]byte) (string, string)
-}
-
-// endpointServer is the loopback mirror endpoint: the mirrors of the mirrorlist minus the endpoint's own
-// address, and an http.Server whose every wait is bounded.
-func endpointServer(ln net.Listener, ec endpointConfig, a *agent.Agent, api *lazyKubo, cfg *alpmdb.Config, log *slog.Logger) (*http.Server, *endpoint.Server, error) {
-	mirrors, err := endpoint.ReadMirrorlist(ec.mirrorlist)
-	if err != nil {
-		// A CacheServer needs no mirror; Server requests then fail with 502 and say why.
-		log.Warn("no mirrors for the endpoint: only CacheServer requests will be answered", "err", err)
-	}
-	mirrors, dropped := endpoint.DropSelf(mirrors, ln.Addr())
-	if len(dropped) > 0 {
-		log.Info("the endpoint's own address is not one of its mirrors", "dropped", dropped)
-	}
-	if err := os.MkdirAll(ec.spoolDir, 0o700); err != nil {
-		return nil, nil, fmt.Errorf("the endpoint's spool: %w", err)
-	}
-	var discovered func() []string
-	if ec.lan != nil {
-		discovered = ec.lan.Roots
-	}
-	ep := endpoint.New(endpoint.Options{
-		Index: a.Index, Node: api, Seeded: a.Seeded, Discovered: discovered,
-		Metrics: func(w io.Writer) { agentMetrics(w, a, ec.lan, ec.prefetch) },
-		Mirrors: mirrors, Indexes: ec.indexes, Hedge: ec.hedge, Budget: ec.budget, SpoolDir: ec.spoolDir, Log: log,
-		Signatures: pacmanKeyring(cfg, log), Owner: ec.owner,
-		Served:    func(e alpmdb.Entry, c cid.Cid) { go dropCopies(api, ec.prefetch, e, c, log) },
-		Page:      func(ctx context.Context) endpoint.PageData { return pageData(ctx, a, api, ec.lan) },
-		TallyFile: ec.tallyFile,
-	})
-	log.Info("mirror endpoint", "addr", ln.Addr().String(), "mirrors", len(mirrors), "indexes", len(ec.indexes))
-	return boundedServer(ep.ServeHTTP, a, log), ep, nil
-}
-
 // boundedServer serves h on the agent's behalf with every wait bounded: a header within 5 s, an idle
-// keep-alive for 30 s, 16 KiB of headers. A request in flight is activity (the agent must not idle out
-// under it); a connection that never sends one is not.
-func boundedServer(h http.HandlerFunc, a *agent.Agent, log *slog.Logger) *http.Server {
+// keep-alive for 30 s, 16 KiB of headers. A request in flight is work (the agent does not idle out under
+// it, however long it streams); a connection that never sends one is not.
+func boundedServer(h http.HandlerFunc, busy func() (done func()), log *slog.Logger) *http.Server {
 	return &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			a.Touch()
-			defer a.Touch()
+			defer busy()()
 			h(w, r)
 		}),
 		ReadHeaderTimeout: 5 * time.Second,
@@ -408,35 +402,72 @@ func boundedServer(h http.HandlerFunc, a *agent.Agent, log *slog.Logger) *http.S
 	}
 }
 
-// dropCopies lets go of the blocks kubo keeps of a package pacman was just handed from IPFS: its file
+// dropper lets go of the blocks kubo keeps of a package pacman was just handed from IPFS: its file
 // lands in pacman's cache, and the seeder adds it from there without a copy (kubo's filestore) only if
 // the node does not hold its blocks already; left in place, they would be a second copy of the file,
 // pinned by the seeder's pin for as long as the file stays cached. Blocks a pin holds stay (kubo
 // refuses them): what this machine seeds, what a neighbour relies on.
-func dropCopies(api *lazyKubo, pf *prefetch.Prefetcher, e alpmdb.Entry, c cid.Cid, log *slog.Logger) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if pf != nil {
-		if err := pf.Release(ctx, c); err != nil {
-			log.Debug("prefetch pin not released", "file", e.FileName, "err", err)
+type dropper struct {
+	api  *lazyKubo
+	pf   *prefetch.Prefetcher // nil: --prefetch is off
+	log  *slog.Logger
+	jobs chan drop
+}
+
+type drop struct {
+	e alpmdb.Entry
+	c cid.Cid
+}
+
+func newDropper(api *lazyKubo, pf *prefetch.Prefetcher, log *slog.Logger) *dropper {
+	return &dropper{api: api, pf: pf, log: log, jobs: make(chan drop, 64)}
+}
+
+// enqueue is the endpoint's Served: it never blocks a request; when the queue is full the blocks stay
+// (a second copy until the file leaves the cache, never a wrong one).
+func (d *dropper) enqueue(e alpmdb.Entry, c cid.Cid) {
+	select {
+	case d.jobs <- drop{e, c}:
+	default:
+		d.log.Debug("blocks of a served package kept: the queue is full", "file", e.FileName)
+	}
+}
+
+func (d *dropper) run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case j := <-d.jobs:
+			d.drop(ctx, j)
 		}
 	}
-	k, err := api.client(ctx)
+}
+
+func (d *dropper) drop(ctx context.Context, j drop) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if d.pf != nil {
+		if err := d.pf.Release(ctx, j.c); err != nil {
+			d.log.Debug("prefetch pin not released", "file", j.e.FileName, "err", err)
+		}
+	}
+	k, err := d.api.client(ctx)
 	if err != nil {
 		return
 	}
-	bs, err := k.Blocks(ctx, c)
+	bs, err := k.Blocks(ctx, j.c)
 	if err == nil {
 		err = k.DropBlocks(ctx, bs)
 	}
 	if err != nil {
-		log.Debug("blocks of a served package kept", "file", e.FileName, "cid", c.String(), "err", err)
+		d.log.Debug("blocks of a served package kept", "file", j.e.FileName, "cid", j.c.String(), "err", err)
 	}
 }
 
 // agentMetrics adds the agent's figures to the endpoint's /metrics: what it seeds and its passes, and
 // what the LAN index exchange found.
-func agentMetrics(w io.Writer, a *agent.Agent, lan *lanindex.Exchange, pf *prefetch.Prefetcher) {
+func agentMetrics(w io.Writer, a *agent.Agent, lan *lanindex.Exchange, pf *prefetch.Prefetcher, cat *catalog.Catalog) {
 	st := a.Status()
 	var files, bytes int64
 	var took time.Duration
@@ -451,6 +482,13 @@ func agentMetrics(w io.Writer, a *agent.Agent, lan *lanindex.Exchange, pf *prefe
 	endpoint.Metric(w, "pacman_ipfs_seeded_bytes", "gauge", "Bytes of the cache files seeded after the last pass.", float64(bytes))
 	endpoint.Metric(w, "pacman_ipfs_passes_total", "counter", "Reconcile passes since the agent started.", float64(st.Passes))
 	endpoint.Metric(w, "pacman_ipfs_last_pass_seconds", "gauge", "How long the last pass took.", took.Seconds())
+	roots, claims := 0, 0
+	for _, r := range cat.Roots() {
+		roots++
+		claims += r.Files
+	}
+	endpoint.Metric(w, "pacman_ipfs_catalog_roots", "gauge", "Index roots the catalog follows (configured and found on the LAN).", float64(roots))
+	endpoint.Metric(w, "pacman_ipfs_catalog_files", "gauge", "Files the followed index roots list, over this machine's repositories and architectures.", float64(claims))
 	if lan != nil {
 		endpoint.Metric(w, "pacman_ipfs_lan_indexes", "gauge", "Index roots found on the LAN neighbours.", float64(len(lan.Roots())))
 		endpoint.Metric(w, "pacman_ipfs_lan_peers", "gauge", "Peers the node is connected to over LAN addresses (its mDNS neighbours).", float64(lan.LANPeers()))

@@ -113,7 +113,8 @@ func TestDepsNotifyIsStatic(t *testing.T) {
 }
 
 // The imports between the project's own packages run one way, so the data flow reads top-down:
-// cmd -> agent -> reconcile -> node; the endpoint beside the reconcile, never importing it. Each row
+// cmd -> agent -> reconcile -> node; the endpoint beside the reconcile, never importing it; the catalog
+// (what is known of who holds what) below the agent, the endpoint and the prefetcher, which share it. Each row
 // names a package (or a folder of them) and what it must never import.
 func TestDepsLayersRunOneWay(t *testing.T) {
 	pkgs := goList(t, nil, "./...")
@@ -122,7 +123,8 @@ func TestDepsLayersRunOneWay(t *testing.T) {
 		pkg   string // a package, or a folder ending in "/"
 		never []string
 	}{
-		{s + "node/", []string{s + "reconcile", s + "agent", s + "endpoint", s + "prefetch", s + "lanindex", module + "/alpmdb"}},
+		{s + "node/", []string{s + "reconcile", s + "agent", s + "endpoint", s + "prefetch", s + "lanindex", s + "catalog", module + "/alpmdb"}},
+		{s + "catalog", []string{s + "reconcile", s + "agent", s + "endpoint", s + "prefetch", s + "lanindex", s + "node/kubo", s + "node/memnode"}},
 		{s + "node", []string{s + "reconcile", s + "agent", s + "endpoint", module + "/alpmdb"}},
 		{s + "reconcile", []string{s + "agent", s + "endpoint", s + "prefetch", s + "lanindex", s + "node/kubo", s + "node/memnode"}},
 		{s + "endpoint", []string{s + "reconcile", s + "agent", s + "prefetch", s + "node/kubo", s + "node/memnode"}},

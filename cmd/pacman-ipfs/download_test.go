@@ -33,6 +33,10 @@ type httpMirror struct {
 	log      []string
 	tampered map[string]bool
 	sent     atomic.Int64 // package bytes sent
+	// A mirror far away: latency before each answer, rate bytes a second on each connection (0: as
+	// fast as loopback goes). Set before the requests it is for.
+	latency time.Duration
+	rate    int64
 }
 
 func startMirror(t *testing.T, repo *alpmtest.Repo) *httpMirror {
@@ -63,8 +67,12 @@ func serveMirror(t testing.TB, repo *alpmtest.Repo, ln net.Listener) *httpMirror
 		file := filepath.Base(r.URL.Path)
 		m.mu.Lock()
 		m.log = append(m.log, file)
-		bad := m.tampered[file]
+		bad, latency, rate := m.tampered[file], m.latency, m.rate
 		m.mu.Unlock()
+		time.Sleep(latency)
+		if rate > 0 {
+			w = &shapedWriter{ResponseWriter: w, rate: rate}
+		}
 		b, err := os.ReadFile(filepath.Join(repo.Dir, file))
 		if err != nil {
 			http.NotFound(w, r)
@@ -82,6 +90,27 @@ func serveMirror(t testing.TB, repo *alpmtest.Repo, ln net.Listener) *httpMirror
 	t.Cleanup(func() { srv.Close() })
 	m.url = "http://" + ln.Addr().String()
 	return m
+}
+
+// shapedWriter sends at most rate bytes a second, as a mirror's connection far away does.
+type shapedWriter struct {
+	http.ResponseWriter
+	rate int64
+}
+
+func (s *shapedWriter) Write(p []byte) (int, error) {
+	n := 0
+	for len(p) > 0 {
+		k := min(len(p), int(max(s.rate/20, 1)))
+		w, err := s.ResponseWriter.Write(p[:k])
+		n += w
+		if err != nil {
+			return n, err
+		}
+		p = p[k:]
+		time.Sleep(time.Duration(int64(k) * int64(time.Second) / s.rate))
+	}
+	return n, nil
 }
 
 // packageRequests lists the package files (not databases) the mirror was asked for.
@@ -301,6 +330,7 @@ func downloader(t testing.TB, repo *alpmtest.Repo, seederNode *kubotest.Node, mi
 		"--listen", filepath.Join(t.TempDir(), "control.sock"), "--http", "127.0.0.1:" + strconv.Itoa(port),
 		"--mirrorlist", mirrorlist, "--index", index}, extra...)...)
 	waitListening(t, port)
+	waitCatalog(t, "http://127.0.0.1:"+strconv.Itoa(port))
 	return sb, node, state, logs
 }
 

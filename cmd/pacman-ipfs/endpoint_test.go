@@ -73,6 +73,38 @@ func (w *endpointWorld) startB(t *testing.T, args ...string) {
 		"--state-dir", t.TempDir(), "--listen", w.control, "--http", "127.0.0.1:" + strconv.Itoa(w.port),
 		"--quiet", "200ms", "--hedge", testHedge}, args...)...)
 	waitListening(t, w.port)
+	if slices.Contains(args, "--index") {
+		waitCatalog(t, w.endpoint())
+	}
+}
+
+// waitCatalog waits until the agent behind the endpoint at base has listed the indexes it follows: it
+// decides requests from what it knows, and a package no listed index holds goes to the mirror at once.
+func waitCatalog(t testing.TB, base string) {
+	t.Helper()
+	within(t, 30*time.Second, "the agent lists the index it follows", func() bool {
+		return metricValue(t, base, "pacman_ipfs_catalog_files") > 0
+	})
+}
+
+// metricValue reads one unlabelled figure from the endpoint's /metrics; -1 when it is not there.
+func metricValue(t testing.TB, base, name string) float64 {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err == nil {
+				return f
+			}
+		}
+	}
+	return -1
 }
 
 // startBActivated starts B's agent as the packaged units do: behind systemd-socket-activate holding
@@ -92,6 +124,9 @@ func (w *endpointWorld) startBActivated(t *testing.T, args ...string) {
 		"--quiet", "200ms", "--hedge", testHedge}, args...)
 	w.agentLogs = runLogged(t, exec.Command("systemd-socket-activate", all...), syscall.SIGTERM, "agent")
 	waitListening(t, w.port)
+	if slices.Contains(args, "--index") {
+		waitCatalog(t, w.endpoint())
+	}
 }
 
 func (w *endpointWorld) log(t *testing.T) string {
@@ -100,7 +135,7 @@ func (w *endpointWorld) log(t *testing.T) string {
 	return string(b)
 }
 
-func fileSize(t *testing.T, path string) int {
+func fileSize(t testing.TB, path string) int {
 	t.Helper()
 	st, err := os.Stat(path)
 	if err != nil {

@@ -103,7 +103,8 @@ func floodIfAsked() {
 
 // Thousands of idle, slow and keep-alive connections to the endpoint and silent ones to the control
 // socket, from an unprivileged local user: the agent's descriptors and memory stay bounded while they
-// are held, and once they are gone pacman installs through the endpoint and the hook is answered.
+// are held, pacman is served through the endpoint while they are, and once they are gone pacman installs
+// through it and the hook is answered.
 func TestFloodOfIdleAndSlowConnections(t *testing.T) {
 	small := alpmtest.Pkg{Name: "small", Size: 300 << 10}
 	other := alpmtest.Pkg{Name: "other", Size: 200 << 10}
@@ -119,19 +120,46 @@ func TestFloodOfIdleAndSlowConnections(t *testing.T) {
 	rss0, fds0 := procFigures(t, pid)
 
 	cmd, stdin, line := startFlooder(t, flood{Endpoint: "127.0.0.1:" + strconv.Itoa(w.port), Control: w.control,
-		Idle: 2000, Slow: 300, KeepAlive: 300, Silent: 400})
+		Idle: 2000, Slow: 300, KeepAlive: 4000, Silent: 400})
 	if !strings.HasPrefix(line, "ready") {
 		t.Fatalf("the flooder did not get its connections open: %q", line)
 	}
-	// Hold the flood past the header (5 s) and control (5 s) timeouts, sampling the agent.
+	// While the flood holds, pacman is served: at the cap the idlest connections make room.
+	type result struct {
+		out  string
+		err  error
+		took time.Duration
+	}
+	served := make(chan result, 1)
+	go func() {
+		start := time.Now()
+		out, err := w.b.PacmanErr("-Sy")
+		if err == nil {
+			out, err = w.b.PacmanErr("-Sw", "small")
+		}
+		served <- result{out, err, time.Since(start)}
+	}()
+	// Hold the flood past the header (5 s) and control (5 s) timeouts and until pacman is done,
+	// sampling the agent.
 	peakRSS, peakFDs := rss0, fds0
-	for end := time.Now().Add(8 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+	var res *result
+	for end := time.Now().Add(8 * time.Second); time.Now().Before(end) || res == nil; time.Sleep(100 * time.Millisecond) {
 		rss, fds := procFigures(t, pid)
 		peakRSS, peakFDs = max(peakRSS, rss), max(peakFDs, fds)
+		select {
+		case r := <-served:
+			res = &r
+		default:
+		}
 	}
+	out, err, tookDuring := res.out, res.err, res.took
 	stdin.Close()
 	cmd.Wait()
-	t.Logf("flood of %s: the agent's fds %d -> peak %d, RSS %d -> peak %d KiB", strings.TrimSpace(line), fds0, peakFDs, rss0, peakRSS)
+	if err != nil {
+		t.Errorf("pacman during the flood: %v\n%s", err, out)
+	}
+	t.Logf("during a flood of %s: pacman -Sy and -Sw through the endpoint in %s; the agent's fds %d -> peak %d, RSS %d -> peak %d KiB",
+		strings.TrimSpace(line), tookDuring.Round(time.Millisecond), fds0, peakFDs, rss0, peakRSS)
 	if peakFDs > 400 {
 		t.Errorf("the agent held %d descriptors under the flood: unbounded", peakFDs)
 	}

@@ -98,7 +98,7 @@ func BenchmarkLAN(b *testing.B) {
 	ids := waitAgents(b, h[:2])
 	within(b, 2*time.Minute, "B finds A's index", func() bool {
 		logs, _ := os.ReadFile(bb.logs)
-		return strings.Contains(string(logs), "index found on the LAN") && strings.Contains(string(logs), ids[a])
+		return listedIndexOf(string(logs), ids[a])
 	})
 	m.sent.Store(0)
 	oneSeeder := download(bb, names1)
@@ -130,7 +130,7 @@ func BenchmarkLAN(b *testing.B) {
 	join(f)
 	within(b, 2*time.Minute, "F finds the indexes of the five others", func() bool {
 		logs, _ := os.ReadFile(f.logs)
-		return strings.Count(string(logs), "index found on the LAN") >= 5
+		return strings.Count(string(logs), "index found on the LAN") >= 5 && strings.Count(string(logs), "index root listed") >= 5
 	})
 	offline := download(f, names2)
 	var from []string

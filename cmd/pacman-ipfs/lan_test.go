@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"sync"
@@ -304,7 +305,9 @@ func TestLANPackagedNodesMeetAndShare(t *testing.T) {
 	for _, h := range []*lanHost{b, c} {
 		within(t, 60*time.Second, h.name+" finds A's index", func() bool {
 			logs, _ := os.ReadFile(h.logs)
-			return bytes.Contains(logs, []byte("index found on the LAN")) && bytes.Contains(logs, []byte(aID))
+			// Found, and listed into the catalog the endpoint decides from.
+			return listedIndexOf(string(logs), aID) &&
+				bytes.Contains(logs, []byte("index root listed"))
 		})
 	}
 	within(t, 60*time.Second, "B's /metrics counts its LAN peers and agents", func() bool {
@@ -480,7 +483,7 @@ func TestLANPrefetchUpgrades(t *testing.T) {
 	aID := a.status(t).Node.ID
 	within(t, 60*time.Second, "B finds A's index", func() bool {
 		logs, _ := os.ReadFile(b.logs)
-		return bytes.Contains(logs, []byte("index found on the LAN")) && bytes.Contains(logs, []byte(aID))
+		return listedIndexOf(string(logs), aID)
 	})
 	// pacman -Sy on B: its sync db is now version 2's.
 	alpmtest.CopyFile(t, repo.DB, b.sb.SyncDBPath("core"), 0o644)
@@ -509,4 +512,17 @@ func TestLANPrefetchUpgrades(t *testing.T) {
 		return err == nil && !strings.Contains(out, prefetch.PinPrefix) && strings.Count(out, node.PinPrefix) == 4
 	})
 	t.Logf("B upgraded 2 packages from its prefetched blocks, with its neighbour gone and no mirror, in %s", took.Round(time.Millisecond))
+}
+
+// listedIndexOf says whether an agent's log shows peer's index found on the LAN and then listed into the
+// catalog the endpoint decides requests from (the refresher lists a root found by the LAN exchange
+// within its next tick).
+func listedIndexOf(logs, peer string) bool {
+	found := regexp.MustCompile(`"index found on the LAN" peer=`+regexp.QuoteMeta(peer)+` root=(\S+)`).FindAllStringSubmatch(logs, -1)
+	for _, m := range found {
+		if strings.Contains(logs, `"index root listed" root=`+m[1]) {
+			return true
+		}
+	}
+	return false
 }

@@ -4,16 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"time"
 
-	"golang.org/x/net/netutil"
-
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/agent"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/endpoint"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/lanindex"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo"
@@ -24,44 +20,47 @@ import (
 // lanindex.Protocol to a loopback listener of the agent's, and carries the agent's requests to a
 // neighbour over its connection to that peer. The agent itself never listens on the network.
 type lanLink struct {
-	api      *lazyKubo
-	endpoint *endpoint.Server
-	x        *lanindex.Exchange
-	ln       net.Listener
-	log      *slog.Logger
-	warned   bool
+	api    *lazyKubo
+	x      *lanindex.Exchange
+	ln     net.Listener
+	hello  *http.Client
+	log    *slog.Logger
+	warned bool
 }
 
 // maxLANConns bounds the neighbours' connections to the LAN listener.
 const maxLANConns = 64
 
-// startLANLink opens the LAN listener, serves endpoint.ServeLAN on it and keeps it registered with the
-// node until ctx ends.
-func startLANLink(ctx context.Context, api *lazyKubo, x *lanindex.Exchange, endpoint *endpoint.Server, a *agent.Agent, log *slog.Logger) (*lanLink, error) {
+// newLANLink opens the LAN listener and makes the link the exchange asks whether a peer runs an agent.
+func newLANLink(api *lazyKubo, x *lanindex.Exchange, log *slog.Logger) (*lanLink, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("LAN listener: %w", err)
 	}
-	l := &lanLink{api: api, endpoint: endpoint, x: x, ln: ln, log: log}
+	l := &lanLink{api: api, x: x, ln: ln, hello: endpoint.NewLANClient(), log: log}
 	x.SetProbe(l.probe)
-	// A neighbour's download in flight is activity, as pacman's are.
-	srv := boundedServer(endpoint.ServeLAN, a, log)
-	go func() {
-		if err := srv.Serve(netutil.LimitListener(ln, maxLANConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("LAN listener stopped", "err", err)
-		}
-	}()
-	go func() {
-		l.keep(ctx)
-		srv.Close()
-		// The node must not hand neighbours' streams to a port nobody listens on.
-		cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		if c, err := api.client(cctx); err == nil {
-			c.P2PClose(cctx, lanindex.Protocol)
-		}
-	}()
 	return l, nil
+}
+
+// run serves h (the endpoint's ServeLAN) on the LAN listener and keeps it registered with the node
+// until ctx ends; then it unregisters it: the node must not hand neighbours' streams to a port nobody
+// listens on. A neighbour's download in flight is work, as pacman's are (busy).
+func (l *lanLink) run(ctx context.Context, h http.HandlerFunc, busy func() (done func())) error {
+	g := newGroup(ctx, l.log)
+	srv := boundedServer(h, busy, l.log)
+	g.Go("LAN listener", func(ctx context.Context) error {
+		return serveBounded(ctx, srv, l.ln, maxLANConns)
+	})
+	g.Go("LAN registration", func(ctx context.Context) error { l.keep(ctx); return nil })
+	err := g.Wait()
+	cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if c, cerr := l.api.client(cctx); cerr == nil {
+		if cerr := c.P2PClose(cctx, lanindex.Protocol); cerr != nil {
+			l.log.Warn("the LAN protocol is still mounted on the node", "err", cerr)
+		}
+	}
+	return err
 }
 
 // keep registers the listener with the node, and again whenever the node lost it (a restarted node).
@@ -151,7 +150,7 @@ func (l *lanLink) probe(ctx context.Context, peer string) bool {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	return l.endpoint.Hello(ctx, base)
+	return endpoint.Hello(ctx, l.hello, base)
 }
 
 func score(peer string, sum [sha256.Size]byte) [sha256.Size]byte {

@@ -171,7 +171,6 @@ func (n *nodeStatus) describe(ctx context.Context, node *kubo.Client) error {
 	return nil
 }
 
-// agentReport asks a running agent for its status; without one it returns nothing and no note.
 // lastReport is the last pass's report: a mirror tree's when the state directory is one (seed-mirror's
 // pins are named apart), else the running agent's, else the state directory's.
 func lastReport(ctx context.Context, socket, stateDir string, st *status) (*reconcile.Report, string) {
@@ -189,6 +188,7 @@ func lastReport(ctx context.Context, socket, stateDir string, st *status) (*reco
 	return saved, note
 }
 
+// agentReport asks a running agent for its status; without one it returns nothing and no note.
 func agentReport(ctx context.Context, socket string, st *status) (*reconcile.Report, string) {
 	actx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()

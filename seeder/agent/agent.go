@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,15 +12,14 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/fsnotify/fsnotify"
-	"github.com/ipfs/go-cid"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/agent/control"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/catalog"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/reconcile"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/units"
@@ -34,6 +32,9 @@ const maxBackoff = 5 * time.Second
 // Options configure an Agent.
 type Options struct {
 	Config *alpmdb.Config
+	// Catalog holds the sync dbs' index, which the agent loads for every pass, and what it seeds, which
+	// it records after every pass. Default: a catalog of Config's dbs.
+	Catalog *catalog.Catalog
 	// Seeder is the seeder's configuration; the agent fills in Node. When its CacheDirs is empty the
 	// Config's are used.
 	Seeder   reconcile.Options
@@ -67,56 +68,13 @@ type Agent struct {
 
 	mu       sync.Mutex
 	st       Status
-	lastSeen time.Time // last control connection or event, for IdleExit
+	lastSeen time.Time // last control connection, event or end of work, for IdleExit
+	busy     int       // work under way (Busy)
 
-	loadMu sync.Mutex                                    // one reload of the index at a time
-	index  atomic.Pointer[alpmdb.Index]                  // the sync dbs as last loaded
-	seeded atomic.Pointer[map[[sha256.Size]byte]cid.Cid] // what the last pass seeded
 }
 
-// Index returns the index of the sync dbs as they are on disk now: the mirror endpoint must never judge
-// a package by an older db (pacman -Syu downloads packages right after replacing the dbs). A changed db
-// is reloaded here, at once; when no db can be read, the last good index (or nil).
-func (a *Agent) Index() *alpmdb.Index {
-	ix, err := a.loadIndex(context.Background())
-	if err != nil {
-		a.log.Warn("sync dbs unreadable; the endpoint proxies everything", "err", err)
-		return a.index.Load()
-	}
-	return ix
-}
-
-// loadIndex returns the current index, loading the sync dbs again only when one changed on disk since
-// (inode, size, mtime): passes and the endpoint share one load.
-func (a *Agent) loadIndex(ctx context.Context) (*alpmdb.Index, error) {
-	if ix := a.index.Load(); ix != nil && !ix.Stale(a.opts.Config) {
-		return ix, nil
-	}
-	a.loadMu.Lock()
-	defer a.loadMu.Unlock()
-	if ix := a.index.Load(); ix != nil && !ix.Stale(a.opts.Config) {
-		return ix, nil
-	}
-	fresh, err := alpmdb.Load(ctx, a.opts.Config)
-	if err != nil {
-		return nil, err
-	}
-	for _, p := range fresh.Problems() {
-		a.log.Warn("sync db skipped", "err", p)
-	}
-	a.index.Store(fresh)
-	return fresh, nil
-}
-
-// Seeded returns the CID of a file the last pass found seeded with this sha256.
-func (a *Agent) Seeded(sum [sha256.Size]byte) (cid.Cid, bool) {
-	m := a.seeded.Load()
-	if m == nil {
-		return cid.Undef, false
-	}
-	c, ok := (*m)[sum]
-	return c, ok
-}
+// Index returns the index of the sync dbs as they are on disk now (see catalog.Catalog.Index).
+func (a *Agent) Index() *alpmdb.Index { return a.opts.Catalog.Index() }
 
 // Status is the agent's answer to a status request.
 type Status struct {
@@ -151,6 +109,9 @@ func New(opts Options) *Agent {
 	}
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Catalog == nil {
+		opts.Catalog = catalog.New(opts.Config, opts.Log)
 	}
 	a := &Agent{opts: opts, log: opts.Log, kick: make(chan struct{}, 1)}
 	a.st = Status{PID: os.Getpid(), Started: time.Now(), State: "starting", API: opts.API}
@@ -200,8 +161,26 @@ func (a *Agent) want() {
 	}
 }
 
-// Touch counts as activity for IdleExit (the mirror endpoint calls it for every request).
+// Touch counts as activity for IdleExit.
 func (a *Agent) Touch() { a.touch() }
+
+// Busy marks work under way (a download pacman or a neighbour waits for): the agent does not exit idle
+// while any runs, however long it takes, and the idle time counts from the end of the last. done ends it.
+func (a *Agent) Busy() (done func()) {
+	a.mu.Lock()
+	a.busy++
+	a.lastSeen = time.Now()
+	a.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			a.mu.Lock()
+			a.busy--
+			a.lastSeen = time.Now()
+			a.mu.Unlock()
+		})
+	}
+}
 
 func (a *Agent) touch() {
 	a.mu.Lock()
@@ -308,13 +287,12 @@ func (a *Agent) pass(ctx context.Context, s **reconcile.Seeder) error {
 		opts.Node, opts.Log = node, a.log
 		*s = reconcile.New(opts)
 	}
-	ix, err := a.loadIndex(ctx)
+	ix, err := a.opts.Catalog.LoadIndex(ctx)
 	if err != nil {
 		return err
 	}
 	rep, err := (*s).Sync(ctx, ix)
-	seeded := (*s).SeededCIDs()
-	a.seeded.Store(&seeded)
+	a.opts.Catalog.SetSeeded((*s).SeededCIDs())
 	a.mu.Lock()
 	a.st.Passes++
 	if rep != nil {
@@ -380,7 +358,7 @@ func (a *Agent) idleTimer() <-chan time.Time {
 func (a *Agent) idleLongEnough() bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.st.State == "idle" && time.Since(a.lastSeen) >= a.opts.IdleExit
+	return a.st.State == "idle" && a.busy == 0 && time.Since(a.lastSeen) >= a.opts.IdleExit
 }
 
 // handle answers the control socket.

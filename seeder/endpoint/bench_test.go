@@ -19,6 +19,7 @@ import (
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb"
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb/alpmtest"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/catalog"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/endpoint"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo"
@@ -32,6 +33,23 @@ func dial(b *testing.B, n *kubotest.Node) *kubo.Client {
 		b.Fatal(err)
 	}
 	return c
+}
+
+// benchCatalog is a catalog of ix in which this machine seeds seeded (sha256 -> CID) and root (when
+// not "") is listed through n, as the agent's refresher lists it before any request.
+func benchCatalog(b *testing.B, ix *alpmdb.Index, seeded map[[32]byte]cid.Cid, root string, n *kubotest.Node) *catalog.Catalog {
+	cat := catalog.New(nil, nil)
+	cat.SetIndex(ix)
+	cat.SetSeeded(seeded)
+	if root != "" {
+		r := &catalog.Refresher{Catalog: cat, Followed: []string{root},
+			Node: func(context.Context) (catalog.Lister, error) { return dial(b, n), nil }}
+		r.Refresh(context.Background())
+		if st := cat.Roots(); len(st) != 1 || st[0].Files == 0 {
+			b.Fatalf("the index %s was not listed: %+v", root, st)
+		}
+	}
+	return cat
 }
 
 func median(d []time.Duration) time.Duration {
@@ -79,10 +97,9 @@ func BenchmarkRawPathCost(b *testing.B) {
 			down := kubotest.Start(b, kubotest.Options{})
 			down.Connect(b, seederNode)
 			srv := httptest.NewServer(endpoint.New(endpoint.Options{
-				Index:  func() *alpmdb.Index { return ix },
-				Node:   dial(b, down),
-				Seeded: func([32]byte) (cid.Cid, bool) { return c, true },
-				Hedge:  time.Hour, // no mirror to race here
+				Catalog: benchCatalog(b, ix, map[[32]byte]cid.Cid{sha256.Sum256(data): c}, "", down),
+				Node:    dial(b, down),
+				Hedge:   time.Hour, // no mirror to race here
 			}))
 			start = time.Now()
 			resp, err := http.Get(srv.URL + "/core/os/x86_64/" + name)
@@ -103,9 +120,8 @@ func BenchmarkRawPathCost(b *testing.B) {
 			down = kubotest.Start(b, kubotest.Options{})
 			down.Connect(b, seederNode)
 			srv = httptest.NewServer(endpoint.New(endpoint.Options{
-				Index:   func() *alpmdb.Index { return ix },
+				Catalog: benchCatalog(b, ix, nil, index, down),
 				Node:    dial(b, down),
-				Indexes: []string{index},
 				Hedge:   time.Hour,
 				Budget:  time.Minute,
 			}))
@@ -138,8 +154,9 @@ func BenchmarkRawPathCost(b *testing.B) {
 	}
 }
 
-// BenchmarkFallback: the latency the endpoint adds when no peer has the package, against a direct GET
-// from the same mirror. Goal: at most the hedge delay (300 ms) plus 50 ms.
+// BenchmarkFallback: the latency the endpoint adds when no peer is known to hold the package, against a
+// direct GET from the same mirror: it goes to the mirror at once, the hedge plays no part. Goal: at most
+// 10 ms more.
 func BenchmarkFallback(b *testing.B) {
 	alpmtest.Require(b)
 	node := kubotest.Start(b, kubotest.Options{})
@@ -157,7 +174,7 @@ func BenchmarkFallback(b *testing.B) {
 	ix := alpmdb.NewIndex([]alpmdb.Entry{{Repo: "core", FileName: name, Size: int64(len(data)), SHA256: sha256.Sum256(data)}})
 	hedge := 300 * time.Millisecond
 	srv := httptest.NewServer(endpoint.New(endpoint.Options{
-		Index: func() *alpmdb.Index { return ix }, Node: dial(b, node),
+		Catalog: benchCatalog(b, ix, nil, "", node), Node: dial(b, node),
 		Mirrors: []string{m.URL + "/$repo/os/$arch"}, Hedge: hedge,
 	}))
 	defer srv.Close()
@@ -183,6 +200,6 @@ func BenchmarkFallback(b *testing.B) {
 	b.ReportMetric(float64(median(via).Microseconds())/1000, "endpoint-ms")
 	b.ReportMetric(float64(median(direct).Microseconds())/1000, "direct-ms")
 	b.ReportMetric(float64(extra.Microseconds())/1000, "extra-ms")
-	b.Logf("no peer has it: endpoint %s, straight from the mirror %s: %s extra with a %s hedge (goal: at most %s)",
-		median(via).Round(time.Millisecond), median(direct).Round(time.Millisecond), extra.Round(time.Millisecond), hedge, hedge+50*time.Millisecond)
+	b.Logf("no peer holds it: endpoint %s, straight from the mirror %s: %s extra with a %s hedge (goal: at most 10 ms)",
+		median(via).Round(time.Millisecond), median(direct).Round(time.Millisecond), extra.Round(time.Millisecond), hedge)
 }

@@ -3,7 +3,6 @@ package endpoint
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -14,7 +13,6 @@ import (
 	"github.com/ipfs/go-cid"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/node"
 )
 
 // pacman 6.0 keeps what a failed download wrote (<file>.part) and resumes it from its next server with
@@ -42,22 +40,19 @@ type body struct {
 	// to pacman would check nothing new.
 	spooled bool
 	cid     cid.Cid // the IPFS file it came from; undefined for a mirror
+	// modified is the Last-Modified the mirror sent with it ("" for IPFS, or a mirror that sent none).
+	modified string
+	// sw, when set, is a mirror's stream that may switch to an IPFS check's spool (r reads through it).
+	sw *switcher
 }
 
-// lookup finds the package's CID and says whether it can be trusted before its bytes are hashed.
-func (s *Server) lookup(ctx context.Context, req Request, e alpmdb.Entry) (c cid.Cid, trusted bool) {
-	if e.Size <= int64(node.Import().ChunkSize) {
-		return node.RawCID(e.SHA256), true
+// sourceNow names where the bytes came from once they are out: a switched stream came from the peer
+// for the most part.
+func (b *body) sourceNow() string {
+	if b.sw != nil && len(b.sw.sources) > 1 {
+		return "ipfs"
 	}
-	if s.opts.Seeded != nil {
-		if c, ok := s.opts.Seeded(e.SHA256); ok {
-			return c, true
-		}
-	}
-	if v, ok := s.checked.Load(e.SHA256); ok {
-		return v.(cid.Cid), true
-	}
-	return s.fromIndexes(ctx, req), false
+	return b.source
 }
 
 // result is what a source goroutine of the race reports.
@@ -118,6 +113,7 @@ type racing struct {
 	late         *time.Timer
 	errs         []error
 	ipfsProgress bool
+	check        cid.Cid // the CID an IPFS check runs for: a mirror that wins may switch to it
 }
 
 func (s *Server) newRace(ctx context.Context, req Request, e alpmdb.Entry, peersOnly bool) *racing {
@@ -125,12 +121,27 @@ func (s *Server) newRace(ctx context.Context, req Request, e alpmdb.Entry, peers
 		results: make(chan result, 2), progress: make(chan struct{}, 1), cancels: map[string]context.CancelFunc{}}
 	r.ctx, r.cancelAll = context.WithCancel(ctx)
 	r.late = time.NewTimer(time.Until(r.deadline) + time.Second)
-	if c, trusted := s.lookup(r.ctx, req, e); c.Defined() {
+	// Decided from what is known already: a package no peer is known to hold goes to the mirrors at once
+	// (or, for peersOnly, gets its "no" at once); only a package some peer holds makes them wait.
+	if h := s.cat.Lookup(e); h.Held && h.CID.Defined() {
+		if s.opts.PacmanWaits {
+			// pacman waits for a first byte as long as it takes: a peer gets the time it needs to
+			// deliver a package of any size, checked, before the mirrors are asked.
+			r.deadline = time.Now().Add(checkTime(e.Size))
+			r.late.Reset(time.Until(r.deadline) + time.Second)
+		}
+		if !h.Trusted {
+			r.check = h.CID
+		}
 		r.start("ipfs", func(ctx context.Context) (*body, error) {
-			return s.fromIPFS(ctx, e, c, trusted, r.deadline, r.progress)
+			if h.Trusted {
+				return s.fromIPFS(ctx, h.CID, r.progress)
+			}
+			return s.fromCheck(ctx, req, e, h.CID, r.deadline, r.progress)
 		})
 		r.hedge = time.After(s.opts.Hedge)
 	} else {
+		s.metrics.direct.Add(1)
 		r.startMirrors()
 	}
 	return r
@@ -186,6 +197,12 @@ func (r *racing) finished(res result) (*body, bool, error) {
 			}
 		}
 		go drain(r.results, r.running)
+		if res.name == "mirror" && !res.b.verified && r.check.Defined() {
+			if f := r.s.runningCheck(r.e, r.check); f != nil {
+				res.b.sw = newSwitcher(r.ctx, res.b, f)
+				res.b.r = res.b.sw
+			}
+		}
 		res.b.r = &cancelOnClose{ReadCloser: res.b.r, cancel: r.cancelAll}
 		return res.b, true, nil
 	}
@@ -229,23 +246,17 @@ func (c *cancelOnClose) Close() error {
 	return err
 }
 
-// fromIPFS gets the package from the node. Under a trusted CID it is ready at its first bytes; otherwise
-// it is fetched whole and hashed first, by the deadline.
-func (s *Server) fromIPFS(ctx context.Context, e alpmdb.Entry, c cid.Cid, trusted bool, deadline time.Time, progress chan<- struct{}) (*body, error) {
-	catCtx := ctx
-	if !trusted {
-		var cancel context.CancelFunc
-		catCtx, cancel = context.WithDeadline(ctx, deadline)
-		defer cancel()
-	}
-	r, err := s.opts.Node.Cat(catCtx, c)
+// fromIPFS gets the package from the node under a trusted CID: ready at its first bytes, which the node
+// checked against the CID (a CID only an index claims goes through an IPFS check instead: check.go).
+func (s *Server) fromIPFS(ctx context.Context, c cid.Cid, progress chan<- struct{}) (*body, error) {
+	r, err := s.opts.Node.Cat(ctx, c)
 	if err != nil {
 		return nil, err
 	}
 	// kubo answers a cat once it holds the file's root block: a peer has the file and its blocks are
-	// coming. That is progress enough to hold the mirrors back (a failure, or the budget for a CID only
-	// an index gave, still brings them in); waiting for the first bytes of a large file behind the
-	// other downloads of the same upgrade would start mirror downloads that are thrown away.
+	// coming. That is progress enough to hold the mirrors back (a failure still brings them in); waiting
+	// for the first bytes of a large file behind the other downloads of the same upgrade would start
+	// mirror downloads that are thrown away.
 	progress <- struct{}{}
 	first := make([]byte, 32<<10)
 	n, err := io.ReadAtLeast(r, first, 1)
@@ -253,39 +264,7 @@ func (s *Server) fromIPFS(ctx context.Context, e alpmdb.Entry, c cid.Cid, truste
 		r.Close()
 		return nil, err
 	}
-	if trusted {
-		return &body{source: "ipfs", r: prefixed(first[:n], r), verified: true, cid: c}, nil
-	}
-	return s.checkWhole(ctx, catCtx, e, c, prefixed(first[:n], r))
-}
-
-// checkWhole fetches an IPFS file only an index says is the package: whole, spooled and hashed, and
-// serves the spool once it matched (one read from the node, not a second one for pacman).
-func (s *Server) checkWhole(ctx, catCtx context.Context, e alpmdb.Entry, c cid.Cid, r io.ReadCloser) (*body, error) {
-	defer r.Close()
-	spool, err := s.newSpool()
-	if err != nil {
-		return nil, err
-	}
-	h := sha256.New()
-	// One copy feeds the hash and the spool: a failed write to either is the copy's error.
-	got, err := io.Copy(io.MultiWriter(h, spool), io.LimitReader(r, e.Size+1))
-	fail := func(err error) (*body, error) { spool.Close(); return nil, err }
-	switch {
-	case err != nil && catCtx.Err() != nil && ctx.Err() == nil:
-		return fail(fmt.Errorf("%s not fetched and checked within %s: %w", c, s.opts.Budget, err))
-	case err != nil:
-		return fail(err)
-	case got != e.Size || [sha256.Size]byte(h.Sum(nil)) != e.SHA256:
-		s.metrics.verifyFailed.Add(1)
-		s.log.Warn("an index maps the package to other content", "file", e.FileName, "cid", c.String())
-		return fail(fmt.Errorf("%w: the index's CID %s is not this package", ErrMismatch, c))
-	}
-	s.checked.Store(e.SHA256, c)
-	if _, err := spool.Seek(0, io.SeekStart); err != nil {
-		return fail(err)
-	}
-	return &body{source: "ipfs", r: spool, verified: true, spooled: true, cid: c}, nil
+	return &body{source: "ipfs", r: prefixed(first[:n], r), verified: true, cid: c}, nil
 }
 
 // upstream sends a request to a mirror, with the headers of r that a mirror needs (none when r is nil),

@@ -1,6 +1,7 @@
 package endpoint
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -10,6 +11,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/ipfs/go-cid"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb"
 )
@@ -27,16 +30,20 @@ import (
 // that come a little later: a neighbour that saw the LAN differently, pacman's next package.
 type flight struct {
 	s   *Server
-	key [sha256.Size]byte
+	key flightKey
 	e   alpmdb.Entry
 	req Request
+	// check, when defined, makes this an IPFS check (see check.go): the one source is the node, under
+	// this CID that only an index claims; nothing is read of its spool before it is done and right.
+	check cid.Cid
 
-	mu     sync.Mutex
-	cond   *sync.Cond
-	file   *os.File // the spool of the current generation
-	gen    int
-	n      int64  // bytes in file
-	source string // where the current generation comes from
+	mu       sync.Mutex
+	cond     *sync.Cond
+	file     *os.File // the spool of the current generation
+	gen      int
+	n        int64  // bytes in file
+	source   string // where the current generation comes from
+	modified string // the Last-Modified its source sent
 	// relay: the flight is asking a neighbour; deciding: it has not decided yet whether to. Such a
 	// flight is not passed on to neighbours: two machines that elected each other would wait on each
 	// other.
@@ -44,9 +51,17 @@ type flight struct {
 	deciding bool
 	done     bool
 	err      error // why the flight failed; nil once done means the spool is the package
+	finished time.Time
 	refs     int
 	cancel   context.CancelFunc
 	expire   *time.Timer
+}
+
+// flightKey names a flight: the package, and the CID of an IPFS check (undefined for the download
+// from upstream).
+type flightKey struct {
+	sum   [sha256.Size]byte
+	check cid.Cid
 }
 
 // flightKeep is how long a finished flight's spool is kept for requests that come after it.
@@ -58,11 +73,16 @@ const stallTimeout = 15 * time.Second
 // join returns the flight for e, started if none runs, with a reference the caller must release with
 // leave. viaPeer says whether the flight may ask the elected neighbour (not for a neighbour's request:
 // that one asks the mirrors itself, so that two machines that elected each other cannot wait on each
-// other).
+// other). It fails with errBusy only when maxFlights downloads are running: finished ones do not count,
+// the oldest of them is dropped to make room.
 func (s *Server) join(req Request, e alpmdb.Entry, viaPeer bool) (*flight, error) {
+	return s.joinKey(flightKey{sum: e.SHA256}, req, e, viaPeer)
+}
+
+func (s *Server) joinKey(key flightKey, req Request, e alpmdb.Entry, viaPeer bool) (*flight, error) {
 	s.flightsMu.Lock()
 	defer s.flightsMu.Unlock()
-	if f := s.flights[e.SHA256]; f != nil {
+	if f := s.flights[key]; f != nil {
 		f.mu.Lock()
 		failed := f.done && f.err != nil
 		if !failed {
@@ -76,22 +96,87 @@ func (s *Server) join(req Request, e alpmdb.Entry, viaPeer bool) (*flight, error
 		if !failed {
 			return f, nil
 		}
-		delete(s.flights, e.SHA256)
+		delete(s.flights, key)
 	}
-	if len(s.flights) >= maxFlights {
-		return nil, fmt.Errorf("%d downloads running already", maxFlights)
+	if s.runningLocked() >= maxFlights {
+		return nil, errBusy
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	f := &flight{s: s, key: e.SHA256, e: e, req: req, refs: 1, cancel: cancel}
+	s.evictLocked()
+	if s.life.Err() != nil {
+		return nil, errors.New("the endpoint is stopping")
+	}
+	// A flight outlives the request that started it (others join it), never the endpoint.
+	ctx, cancel := context.WithCancel(s.life)
+	if key.check.Defined() {
+		ctx, cancel = context.WithTimeout(s.life, checkTime(e.Size))
+	}
+	f := &flight{s: s, key: key, e: e, req: req, refs: 1, cancel: cancel, check: key.check}
 	f.deciding = viaPeer && s.opts.Owner != nil
 	f.cond = sync.NewCond(&f.mu)
-	s.flights[e.SHA256] = f
-	go f.run(ctx)
+	s.flights[key] = f
+	s.running.Add(1)
+	go func() {
+		defer s.running.Done()
+		f.run(ctx)
+	}()
 	return f, nil
 }
 
-// maxFlights bounds the downloads running at once (each holds a spool file and an upstream connection).
-const maxFlights = 64
+// errBusy: maxFlights downloads are running; pacman's request goes to its mirrors unshared.
+var errBusy = fmt.Errorf("%d downloads running already", maxFlights)
+
+// runningLocked counts the flights still downloading. s.flightsMu is held.
+func (s *Server) runningLocked() int {
+	n := 0
+	for _, f := range s.flights {
+		if !f.isDone() {
+			n++
+		}
+	}
+	return n
+}
+
+// evictLocked drops the oldest finished flights nobody reads while more than maxKept are kept: a
+// finished flight is only a convenience for a request that comes a little later. s.flightsMu is held.
+func (s *Server) evictLocked() {
+	for {
+		var kept []*flight
+		for _, f := range s.flights {
+			f.mu.Lock()
+			if f.done && f.refs == 0 {
+				kept = append(kept, f)
+			}
+			f.mu.Unlock()
+		}
+		if len(kept) < maxKept {
+			return
+		}
+		oldest := kept[0]
+		for _, f := range kept[1:] {
+			if f.finished.Before(oldest.finished) {
+				oldest = f
+			}
+		}
+		oldest.mu.Lock()
+		if oldest.expire != nil {
+			oldest.expire.Stop()
+			oldest.expire = nil
+		}
+		if oldest.file != nil {
+			oldest.file.Close()
+			oldest.file = nil
+		}
+		oldest.mu.Unlock()
+		delete(s.flights, oldest.key)
+	}
+}
+
+// maxFlights bounds the downloads running at once (each holds a spool file and an upstream connection);
+// maxKept the finished ones kept for requests that come after them (each holds its spool).
+const (
+	maxFlights = 64
+	maxKept    = 16
+)
 
 // leave releases a reference. The last one out of a running flight stops it; a finished flight is kept
 // for flightKeep.
@@ -104,11 +189,14 @@ func (f *flight) leave() {
 	}
 	f.mu.Unlock()
 	if last {
-		if !f.isDone() {
+		switch {
+		case !f.isDone() && !f.check.Defined():
 			f.cancel()
-		} else if f.failed() {
+		case f.failed():
 			f.forget()
 		}
+		// A running check goes on without readers, within its own bound: what it checks is trusted
+		// from then on, for the next request and the next machine.
 	}
 }
 
@@ -135,6 +223,10 @@ func (f *flight) forget() {
 // run downloads the package from the first source whose copy is right: the elected neighbour, if
 // another machine is, then the mirrors in order.
 func (f *flight) run(ctx context.Context) {
+	if f.check.Defined() {
+		f.runCheck(ctx)
+		return
+	}
 	var errs []error
 	ok := f.viaNeighbour(ctx, &errs)
 	for _, m := range f.s.opts.Mirrors {
@@ -180,8 +272,11 @@ func (f *flight) try(ctx context.Context, name string, relay bool, errs *[]error
 	}
 	if ctx.Err() == nil {
 		what := "mirror failed"
-		if relay {
+		switch {
+		case relay:
 			what = "neighbour failed"
+		case f.check.Defined():
+			what = "IPFS check failed"
 		}
 		f.s.log.Warn(what, "source", name, "file", f.e.FileName, "err", err)
 	}
@@ -206,7 +301,7 @@ func (f *flight) outcome(ctx context.Context, ok bool, errs []error) error {
 // ask next; a failed one nobody holds is forgotten now.
 func (f *flight) finish(ok bool, err error) {
 	f.mu.Lock()
-	f.done, f.err = true, err
+	f.done, f.err, f.finished = true, err, time.Now()
 	f.cond.Broadcast()
 	nobody := f.refs == 0
 	if nobody && ok {
@@ -255,7 +350,7 @@ func (f *flight) attempt(ctx context.Context, name string, get func(context.Cont
 	if err != nil {
 		return err
 	}
-	f.newGeneration(spool, name)
+	f.newGeneration(spool, name, resp.Header.Get("Last-Modified"))
 	// A source that sends nothing for stallTimeout is given up.
 	stall := time.AfterFunc(stallTimeout, cancel)
 	defer stall.Stop()
@@ -273,13 +368,13 @@ func (f *flight) attempt(ctx context.Context, name string, get func(context.Cont
 }
 
 // newGeneration makes spool the flight's file: readers of an earlier attempt's file start over.
-func (f *flight) newGeneration(spool *os.File, source string) {
+func (f *flight) newGeneration(spool *os.File, source, modified string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.file != nil {
 		f.file.Close()
 	}
-	f.file, f.n, f.source = spool, 0, source
+	f.file, f.n, f.source, f.modified = spool, 0, source, modified
 	f.gen++
 	f.cond.Broadcast()
 }
@@ -396,29 +491,66 @@ func (t *tail) Close() error {
 // unchecked (the handler's verifier still holds back the end until the whole file matched).
 func (s *Server) fromMirrors(ctx context.Context, req Request, e alpmdb.Entry, deadline time.Time) (*body, error) {
 	f, err := s.join(req, e, true)
+	if errors.Is(err, errBusy) {
+		// Every download slot is taken (by neighbours, or a huge upgrade): pacman is not refused for the
+		// agent's bookkeeping; it gets the mirror's bytes as it would have fetched them itself.
+		s.metrics.busy.Add(1)
+		return s.passThrough(ctx, req)
+	}
 	if err != nil {
 		return nil, err
 	}
 	if f.wait(ctx, deadline) {
 		f.mu.Lock()
-		err, source := f.err, f.source
+		err, source, modified := f.err, f.source, f.modified
 		f.mu.Unlock()
 		if err != nil {
 			f.leave()
 			return nil, err
 		}
-		return &body{source: source, r: f.reader(ctx), verified: true, spooled: true}, nil
+		return &body{source: source, r: f.reader(ctx), verified: true, spooled: true, modified: modified}, nil
 	}
 	if ctx.Err() != nil {
 		f.leave()
 		return nil, ctx.Err()
 	}
+	if f.relaying(ctx) {
+		// Still on the elected neighbour, whose bytes never reach pacman unchecked: pacman gets its
+		// mirrors' bytes as it would have fetched them itself; the download goes on for the LAN.
+		f.leave()
+		s.metrics.unchecked.Add(1)
+		s.log.Info("the neighbour elected for the package is too slow to check first: the mirrors, unshared", "file", e.FileName)
+		return s.passThrough(ctx, req)
+	}
 	f.mu.Lock()
-	source, n := f.source, f.n
+	source, n, modified := cmp.Or(f.source, "mirror"), f.n, f.modified
 	f.mu.Unlock()
 	s.metrics.unchecked.Add(1)
 	s.log.Info("upstream too slow to check first: streamed unchecked", "source", source, "file", e.FileName, "checked", n, "of", e.Size)
-	return &body{source: source, r: f.reader(ctx)}, nil
+	return &body{source: source, r: f.reader(ctx), modified: modified}, nil
+}
+
+// passThrough streams the package from the first mirror that sends it, unshared and unspooled (the
+// handler's verifier still holds back its end until the whole file matched).
+func (s *Server) passThrough(ctx context.Context, req Request) (*body, error) {
+	var errs []error
+	for _, m := range s.opts.Mirrors {
+		u := Expand(m, req.Repo, req.Arch) + "/" + req.File
+		resp, err := s.upstream(ctx, http.MethodGet, u, nil)
+		if err == nil && resp.StatusCode != http.StatusOK {
+			resp.Body.Close()
+			err = fmt.Errorf("%s", resp.Status)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", hostOf(u), err))
+			continue
+		}
+		return &body{source: hostOf(u), r: resp.Body, modified: resp.Header.Get("Last-Modified")}, nil
+	}
+	if len(errs) == 0 {
+		return nil, errors.New("no mirror configured")
+	}
+	return nil, errors.Join(errs...)
 }
 
 // newSpool makes an unlinked file in the spool directory: gone with its descriptor, whatever happens.

@@ -64,7 +64,7 @@ func newLANMachine(t *testing.T, data []byte, rate int) *lanMachine {
 	mirror, hits := slowMirror(t, data, rate)
 	m := &lanMachine{hits: hits}
 	m.srv = New(Options{
-		Index: func() *alpmdb.Index { return ix }, Node: &fakeIPFS{files: map[cid.Cid][]byte{}},
+		Catalog: testCatalog(ix, nil, nil), Node: &fakeIPFS{files: map[cid.Cid][]byte{}},
 		Mirrors: []string{mirror.URL + "/$repo/os/$arch"}, Hedge: 50 * time.Millisecond, Budget: 20 * time.Second,
 		SpoolDir: t.TempDir(),
 		Owner: func(context.Context, [sha256.Size]byte) (string, string) {
@@ -131,7 +131,7 @@ func TestCutThroughFromTheElectedNeighbour(t *testing.T) {
 	if got := a.srv.metrics.lanServed.Load(); got != 2*int64(len(data)) {
 		t.Errorf("A passed %d bytes to neighbours, want %d", got, 2*len(data))
 	}
-	if peers, _ := b.srv.Served(); peers != int64(len(data)) {
+	if peers, _ := b.srv.metrics.Served(); peers != int64(len(data)) {
 		t.Errorf("B counts %d bytes from peers, want %d", peers, len(data))
 	}
 }
@@ -184,6 +184,9 @@ func TestServeLANRefuses(t *testing.T) {
 		{"unknown file", "GET", "/core/os/x86_64/other-1-1-x86_64.pkg.tar.zst", good, 404},
 		{"a database", "GET", "/core/os/x86_64/core.db", good, 404},
 		{"a signature", "GET", "/core/os/x86_64/" + flightFile + ".sig", good, 404},
+		// The repository and architecture go into this machine's mirror URLs: only its own.
+		{"another repository", "GET", "/ZZattacker@chosen/os/x86_64/" + flightFile, good, 404},
+		{"another architecture", "GET", "/core/os/i686~x/" + flightFile, good, 404},
 		{"outside the prefix", "GET", "/../../etc/passwd", good, 404},
 		{"POST", "POST", "/core/os/x86_64/" + flightFile, good, 404},
 	} {
@@ -212,5 +215,39 @@ func TestServeLANRefuses(t *testing.T) {
 	}
 	if h := m.hits(); h != 1 {
 		t.Errorf("the mirror was asked %d times, want 1 (for the one request that is allowed)", h)
+	}
+}
+
+// A neighbour elected for a package that sends junk, then trickles past the budget, then cuts the
+// stream: none of its bytes reach pacman (it would keep them in its .part and resume from a good mirror
+// with a Range); pacman gets the mirror's file.
+func TestTricklingNeighbourNeverReachesPacman(t *testing.T) {
+	data := nodetest.Bytes(12, 4<<20)
+	b := newLANMachine(t, data, 32<<20)
+	b.srv.opts.Budget = 300 * time.Millisecond
+	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+		w.Write(bytes.Repeat([]byte{0x55}, 1<<20))
+		w.(http.Flusher).Flush()
+		for range 20 {
+			time.Sleep(100 * time.Millisecond)
+			w.Write([]byte{0x55})
+			w.(http.Flusher).Flush()
+		}
+		panic(http.ErrAbortHandler)
+	}))
+	t.Cleanup(evil.Close)
+	b.owner = evil.URL
+	resp, err := http.Get(b.endpoint.URL + "/core/os/x86_64/" + flightFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("%s, %d bytes, %v: want the mirror's file", resp.Status, len(got), err)
+	}
+	if bytes.Contains(got[:1<<20], bytes.Repeat([]byte{0x55}, 4096)) {
+		t.Error("the neighbour's bytes reached the client")
 	}
 }

@@ -1,6 +1,7 @@
 package endpoint
 
 import (
+	"slices"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -10,8 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/ipfs/go-cid"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb"
 )
@@ -99,6 +98,10 @@ func (s *Server) lanRequest(r *http.Request) (Request, alpmdb.Entry, int, string
 		// Another db version, or a file this machine does not know: not ours to fetch.
 		return Request{}, alpmdb.Entry{}, http.StatusNotFound, "not a package of this machine's sync dbs with that sha256"
 	}
+	if e.Repo != req.Repo || !slices.Contains(alpmdb.ArchDirs(req.File, s.cat.Architectures()), req.Arch) {
+		// The repository and architecture go into this machine's mirror URLs: only its own.
+		return Request{}, alpmdb.Entry{}, http.StatusNotFound, "not a repository and architecture of this machine's"
+	}
 	return req, e, 0, ""
 }
 
@@ -109,7 +112,8 @@ func (s *Server) passOn(w http.ResponseWriter, r *http.Request, f *flight, req R
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Content-Length", strconv.FormatInt(e.Size, 10))
 	w.WriteHeader(http.StatusOK)
-	n, err := io.Copy(w, src)
+	// A neighbour that stops reading is cut off (writeStall): it must not hold the download's spool.
+	n, err := io.Copy(s.newStallWriter(w), src)
 	if err != nil {
 		s.log.Info("a neighbour's download ended early", "file", req.File, "bytes", n, "err", err)
 		panic(http.ErrAbortHandler)
@@ -134,13 +138,14 @@ func (s *Server) fromNeighbour(ctx context.Context, base string, req Request, e 
 	return s.lanClient.Do(hr)
 }
 
-// Hello says whether the agent behind base (a forward to a peer) serves the LAN protocol.
-func (s *Server) Hello(ctx context.Context, base string) bool {
+// Hello says whether the agent behind base (a forward to a peer) serves the LAN protocol; hc is a
+// NewLANClient.
+func Hello(ctx context.Context, hc *http.Client, base string) bool {
 	hr, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(base, "/")+LANHelloPath, nil)
 	if err != nil {
 		return false
 	}
-	resp, err := s.lanClient.Do(hr)
+	resp, err := hc.Do(hr)
 	if err != nil {
 		return false
 	}
@@ -149,8 +154,8 @@ func (s *Server) Hello(ctx context.Context, base string) bool {
 	return resp.StatusCode == http.StatusOK && string(b) == lanHello
 }
 
-// newLANClient talks to neighbours through the node's forwards: loopback only, no redirects, no proxy.
-func newLANClient() *http.Client {
+// NewLANClient talks to neighbours through the node's forwards: loopback only, no redirects, no proxy.
+func NewLANClient() *http.Client {
 	return &http.Client{
 		Transport: &http.Transport{
 			Proxy:                 nil,
@@ -160,10 +165,4 @@ func newLANClient() *http.Client {
 		},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-}
-
-// Trust tells the endpoint that c is the package with that sha256, checked whole elsewhere (a
-// prefetched package): from now on it streams from c as it would from a package it checked itself.
-func (s *Server) Trust(sum [sha256.Size]byte, c cid.Cid) {
-	s.checked.Store(sum, c)
 }

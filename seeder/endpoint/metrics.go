@@ -13,15 +13,19 @@ import (
 // MetricsPath is where the endpoint answers with Prometheus' text format.
 const MetricsPath = "/metrics"
 
-// metrics counts what the endpoint did since the agent started.
-type metrics struct {
+// Metrics counts what the endpoint did since the agent started. It is made before the endpoint
+// (NewMetrics) so that what reports the figures (the agent's status) needs only them, not the endpoint.
+type Metrics struct {
 	mu       sync.Mutex
 	bytes    map[string]int64 // handed to pacman, by source kind: "peer" or "mirror"
 	packages map[string]int64
 
 	hedges        atomic.Int64 // mirrors started because IPFS had sent nothing within the hedge delay
 	fallbacks     atomic.Int64 // mirrors started because IPFS failed
+	direct        atomic.Int64 // packages no peer was known to hold: the mirrors at once
+	busy          atomic.Int64 // pacman's requests passed to the mirrors straight: every download slot taken
 	verifyFailed  atomic.Int64 // a source's bytes did not match the sync db
+	clientGone    atomic.Int64 // clients that hung up or stopped reading before the end
 	notFound      atomic.Int64 // peers-only requests no peer could answer (404)
 	unchecked     atomic.Int64 // mirror downloads streamed past the budget, unchecked
 	loopsRefused  atomic.Int64 // requests that already passed an endpoint and were not sent upstream
@@ -31,8 +35,9 @@ type metrics struct {
 	lanRefused    atomic.Int64 // neighbours' requests refused: too many at once, or relaying already
 }
 
-func newMetrics() *metrics {
-	return &metrics{bytes: map[string]int64{}, packages: map[string]int64{}}
+// NewMetrics returns zeroed figures.
+func NewMetrics() *Metrics {
+	return &Metrics{bytes: map[string]int64{}, packages: map[string]int64{}}
 }
 
 // sourceKind names a source as the figures do: "peer" for IPFS and for a LAN neighbour that passed
@@ -44,19 +49,23 @@ func sourceKind(source string) string {
 	return "mirror"
 }
 
-func (m *metrics) served(source string, n int64) {
+// served counts n bytes handed to pacman from source; whole: they were the whole package (a range is
+// part of one, and is not counted as a package).
+func (m *Metrics) served(source string, n int64, whole bool) {
 	kind := sourceKind(source)
 	m.mu.Lock()
 	m.bytes[kind] += n
-	m.packages[kind]++
+	if whole {
+		m.packages[kind]++
+	}
 	m.mu.Unlock()
 }
 
 // Served returns the bytes handed to pacman from peers and from mirrors.
-func (s *Server) Served() (peers, mirrors int64) {
-	s.metrics.mu.Lock()
-	defer s.metrics.mu.Unlock()
-	return s.metrics.bytes["peer"], s.metrics.bytes["mirror"]
+func (m *Metrics) Served() (peers, mirrors int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.bytes["peer"], m.bytes["mirror"]
 }
 
 // writeMetrics writes the endpoint's counters, then whatever Options.Metrics adds (the agent's).
@@ -66,7 +75,7 @@ func (s *Server) writeMetrics(w http.ResponseWriter) {
 	var b strings.Builder
 	m.mu.Lock()
 	metric(&b, "pacman_ipfs_endpoint_bytes_total", "counter", "Package bytes handed to pacman, by source.", byLabel("source", m.bytes))
-	metric(&b, "pacman_ipfs_endpoint_packages_total", "counter", "Packages handed to pacman, by source.", byLabel("source", m.packages))
+	metric(&b, "pacman_ipfs_endpoint_packages_total", "counter", "Whole packages handed to pacman, by source (a Range request counts in bytes only).", byLabel("source", m.packages))
 	m.mu.Unlock()
 	for _, c := range []struct {
 		name, help string
@@ -74,7 +83,10 @@ func (s *Server) writeMetrics(w http.ResponseWriter) {
 	}{
 		{"pacman_ipfs_endpoint_hedges_total", "Mirrors started because no peer had sent a byte within the hedge delay.", &m.hedges},
 		{"pacman_ipfs_endpoint_fallbacks_total", "Mirrors started because IPFS failed.", &m.fallbacks},
+		{"pacman_ipfs_endpoint_direct_total", "Package requests no peer was known to hold: the mirrors at once (or a 404 as a CacheServer).", &m.direct},
+		{"pacman_ipfs_endpoint_passed_through_total", "Package requests passed to the mirrors unchanged because every download slot was taken.", &m.busy},
 		{"pacman_ipfs_endpoint_verification_failures_total", "Sources whose bytes did not match the sync db.", &m.verifyFailed},
+		{"pacman_ipfs_endpoint_client_aborts_total", "Downloads the client ended before the last byte (hung up, or stopped reading).", &m.clientGone},
 		{"pacman_ipfs_endpoint_not_found_total", "Peers-only requests (CacheServer) no peer could answer.", &m.notFound},
 		{"pacman_ipfs_endpoint_unchecked_total", "Mirror downloads streamed unchecked past the budget.", &m.unchecked},
 		{"pacman_ipfs_endpoint_loops_refused_total", "Requests that had passed an endpoint already and were not sent upstream.", &m.loopsRefused},
@@ -86,8 +98,8 @@ func (s *Server) writeMetrics(w http.ResponseWriter) {
 		metric(&b, c.name, "counter", c.help, map[string]int64{"": c.v.Load()})
 	}
 	_, _ = io.WriteString(w, b.String())
-	if s.opts.Metrics != nil {
-		s.opts.Metrics(w)
+	if s.opts.AgentMetrics != nil {
+		s.opts.AgentMetrics(w)
 	}
 }
 

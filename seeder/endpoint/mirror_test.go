@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/sigcheck"
@@ -21,16 +22,35 @@ import (
 	"github.com/ipfs/go-cid"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/catalog"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/nodetest"
 )
 
+func lookup(t *testing.T, ix *alpmdb.Index, name string) alpmdb.Entry {
+	t.Helper()
+	e, ok := ix.Lookup(name)
+	if !ok {
+		t.Fatalf("%s is not in the index", name)
+	}
+	return e
+}
+
 // fakeIPFS serves some CIDs, after a delay; others never arrive (like a CID nobody provides).
 type fakeIPFS struct {
-	delay time.Duration
-	mu    sync.Mutex // files changes between requests, while a lost race may still be asking
-	files map[cid.Cid][]byte
-	paths map[string]cid.Cid // what Resolve finds under an index root
+	delay   time.Duration
+	mu      sync.Mutex // files changes between requests, while a lost race may still be asking
+	files   map[cid.Cid][]byte
+	dropped []cid.Cid // what BlockDropper was asked to remove
+}
+
+func (f *fakeIPFS) Blocks(_ context.Context, c cid.Cid) ([]cid.Cid, error) { return []cid.Cid{c}, nil }
+
+func (f *fakeIPFS) DropBlocks(_ context.Context, bs []cid.Cid) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.dropped = append(f.dropped, bs...)
+	return nil
 }
 
 // add makes c deliverable.
@@ -54,13 +74,6 @@ func (f *fakeIPFS) Cat(ctx context.Context, c cid.Cid) (io.ReadCloser, error) {
 		return nil, ctx.Err()
 	}
 	return io.NopCloser(bytes.NewReader(b)), nil
-}
-
-func (f *fakeIPFS) Resolve(ctx context.Context, p string) (cid.Cid, error) {
-	if c, ok := f.paths[p]; ok {
-		return c, nil
-	}
-	return cid.Undef, errors.New("no index")
 }
 
 // fakeMirror is a real HTTP server with an access log.
@@ -107,7 +120,26 @@ func (m *fakeMirror) requests() []string {
 	return append([]string(nil), m.log...)
 }
 
+// testCatalog is a catalog of ix, with what this machine seeds and what one index root ("/ipfs/root")
+// lists: file name -> CID.
+func testCatalog(ix *alpmdb.Index, seeded, listed map[string]cid.Cid) *catalog.Catalog {
+	cat := catalog.New(nil, nil)
+	cat.SetIndex(ix)
+	sums := map[[32]byte]cid.Cid{}
+	for name, c := range seeded {
+		e, _ := ix.Lookup(name)
+		sums[e.SHA256] = c
+	}
+	cat.SetSeeded(sums)
+	if listed != nil {
+		cat.SetListing(&catalog.Listing{Root: "/ipfs/root", Files: listed, Complete: true})
+	}
+	return cat
+}
+
 type setup struct {
+	cat    *catalog.Catalog
+	ep     *Server
 	srv    *httptest.Server
 	mirror *fakeMirror
 	ipfs   *fakeIPFS
@@ -128,10 +160,10 @@ func newSetupWith(t *testing.T, more func(*Options)) *setup {
 		{Repo: "core", FileName: "large-1-1-x86_64.pkg.tar.zst", Size: int64(len(s.large)), SHA256: sha256.Sum256(s.large)},
 	})
 	largeCID := node.RawCID([32]byte{42}) // stands for the large file's DAG root
+	s.cat = testCatalog(ix, map[string]cid.Cid{"large-1-1-x86_64.pkg.tar.zst": largeCID}, nil)
 	opts := Options{
-		Index:   func() *alpmdb.Index { return ix },
+		Catalog: s.cat,
 		Node:    s.ipfs,
-		Seeded:  func(sum [32]byte) (cid.Cid, bool) { return largeCID, sum == sha256.Sum256(s.large) },
 		Mirrors: []string{s.mirror.URL + "/$repo/os/$arch"},
 		Hedge:   100 * time.Millisecond,
 		Budget:  time.Second,
@@ -140,10 +172,18 @@ func newSetupWith(t *testing.T, more func(*Options)) *setup {
 		more(&opts)
 	}
 	srv := New(opts)
+	s.ep = srv
 	s.ipfs.add(largeCID, s.large)
 	s.srv = httptest.NewServer(srv)
 	t.Cleanup(s.srv.Close)
 	return s
+}
+
+// peerHolds makes an index list the small package: a peer is known to hold it.
+func (s *setup) peerHolds(t *testing.T) {
+	t.Helper()
+	s.cat.SetListing(&catalog.Listing{Root: "/ipfs/neighbour", Complete: true,
+		Files: map[string]cid.Cid{"small-1-1-x86_64.pkg.tar.zst": node.RawCID(sha256.Sum256(s.small))}})
 }
 
 func (s *setup) get(t *testing.T, path string) (int, []byte, time.Duration, error) {
@@ -160,6 +200,7 @@ func (s *setup) get(t *testing.T, path string) (int, []byte, time.Duration, erro
 
 func TestFromIPFSWithoutTouchingTheMirror(t *testing.T) {
 	s := newSetup(t)
+	s.peerHolds(t)
 	s.ipfs.add(node.RawCID(sha256.Sum256(s.small)), s.small)
 	for path, want := range map[string][]byte{"/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst": s.small, "/core/os/x86_64/large-1-1-x86_64.pkg.tar.zst": s.large} {
 		code, body, _, err := s.get(t, path)
@@ -172,18 +213,39 @@ func TestFromIPFSWithoutTouchingTheMirror(t *testing.T) {
 	}
 }
 
-func TestMirrorAfterHedgeWhenIPFSHasNothing(t *testing.T) {
-	s := newSetup(t)
-	s.mirror.files["/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst"] = s.small
-	code, body, took, err := s.get(t, "/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst")
-	if err != nil || code != 200 || !bytes.Equal(body, s.small) {
-		t.Fatalf("%d, %d bytes, %v", code, len(body), err)
+// A package no peer is known to hold goes to the mirror at once; one an index lists but no peer
+// delivers goes there after the hedge.
+func TestMirrorAtOnceWhenNoPeerHoldsIt(t *testing.T) {
+	for _, tt := range []struct {
+		name           string
+		listed         bool
+		direct, hedges int64
+	}{
+		{"nobody holds it", false, 1, 0},
+		{"an index lists it, no peer sends it", true, 0, 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newSetup(t)
+			if tt.listed {
+				s.peerHolds(t)
+			}
+			s.mirror.files["/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst"] = s.small
+			code, body, took, err := s.get(t, "/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst")
+			if err != nil || code != 200 || !bytes.Equal(body, s.small) {
+				t.Fatalf("%d, %d bytes, %v", code, len(body), err)
+			}
+			m := s.ep.metrics
+			if m.direct.Load() != tt.direct || m.hedges.Load() != tt.hedges {
+				t.Errorf("direct %d, hedged %d: want %d, %d", m.direct.Load(), m.hedges.Load(), tt.direct, tt.hedges)
+			}
+			t.Logf("took %s with a 100 ms hedge", took)
+		})
 	}
-	t.Logf("fallback took %s with a 100 ms hedge", took)
 }
 
 func TestSlowIPFSLosesTheRace(t *testing.T) {
 	s := newSetup(t)
+	s.peerHolds(t)
 	s.ipfs.delay = 5 * time.Second
 	s.ipfs.add(node.RawCID(sha256.Sum256(s.small)), s.small)
 	s.mirror.files["/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst"] = s.small
@@ -217,6 +279,7 @@ func TestWrongBytesNeverSucceed(t *testing.T) {
 	}
 	t.Run("from IPFS", func(t *testing.T) {
 		s := newSetup(t)
+		s.peerHolds(t)
 		bad := bytes.Clone(s.small)
 		bad[7] ^= 1
 		s.ipfs.add(node.RawCID(sha256.Sum256(s.small)), bad)
@@ -361,17 +424,17 @@ func TestPeerSignatureOnlyWhenValid(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			m := newMirror(t)
 			m.files["/core/os/x86_64/large-1-1-x86_64.pkg.tar.zst.sig"] = good
-			ipfs := &fakeIPFS{files: map[cid.Cid][]byte{}, paths: map[string]cid.Cid{}}
+			ipfs := &fakeIPFS{files: map[cid.Cid][]byte{}}
 			largeCID, sigCID := node.RawCID([32]byte{42}), node.RawCID([32]byte{43})
 			ipfs.add(largeCID, large)
-			ipfs.paths["/ipfs/root/core/os/x86_64/large-1-1-x86_64.pkg.tar.zst"] = largeCID
+			listed := map[string]cid.Cid{"large-1-1-x86_64.pkg.tar.zst": largeCID}
 			if tt.peer != nil {
 				ipfs.add(sigCID, tt.peer)
-				ipfs.paths["/ipfs/root/core/os/x86_64/large-1-1-x86_64.pkg.tar.zst.sig"] = sigCID
+				listed["large-1-1-x86_64.pkg.tar.zst.sig"] = sigCID
 			}
 			ix := alpmdb.NewIndex([]alpmdb.Entry{{Repo: "core", FileName: "large-1-1-x86_64.pkg.tar.zst", Size: int64(len(large)), SHA256: sum}})
 			srv := httptest.NewServer(New(Options{
-				Index: func() *alpmdb.Index { return ix }, Node: ipfs, Indexes: []string{"/ipfs/root"},
+				Catalog: testCatalog(ix, nil, listed), Node: ipfs,
 				Mirrors: []string{m.URL + "/$repo/os/$arch"}, Hedge: 100 * time.Millisecond,
 				Signatures: func() sigcheck.Verifier { return sigVerifier{} },
 			}))
@@ -403,7 +466,7 @@ func TestTamperedMirrorThenGoodMirror(t *testing.T) {
 	good.files["/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst"] = small
 	ix := alpmdb.NewIndex([]alpmdb.Entry{{Repo: "core", FileName: "small-1-1-x86_64.pkg.tar.zst", Size: int64(len(small)), SHA256: sha256.Sum256(small)}})
 	srv := httptest.NewServer(New(Options{
-		Index: func() *alpmdb.Index { return ix }, Node: &fakeIPFS{files: map[cid.Cid][]byte{}},
+		Catalog: testCatalog(ix, nil, nil), Node: &fakeIPFS{files: map[cid.Cid][]byte{}},
 		Mirrors: []string{bad.URL + "/$repo/os/$arch", good.URL + "/$repo/os/$arch"}, Hedge: 50 * time.Millisecond,
 	}))
 	t.Cleanup(srv.Close)
@@ -428,12 +491,11 @@ func TestWrongIndexCIDFallsBackToTheMirror(t *testing.T) {
 	m := newMirror(t)
 	m.files["/core/os/x86_64/large-1-1-x86_64.pkg.tar.zst"] = large
 	wrong := node.RawCID([32]byte{7})
-	ipfs := &fakeIPFS{files: map[cid.Cid][]byte{wrong: other}, paths: map[string]cid.Cid{
-		"/ipfs/root/core/os/x86_64/large-1-1-x86_64.pkg.tar.zst": wrong,
-	}}
+	ipfs := &fakeIPFS{files: map[cid.Cid][]byte{wrong: other}}
 	ix := alpmdb.NewIndex([]alpmdb.Entry{{Repo: "core", FileName: "large-1-1-x86_64.pkg.tar.zst", Size: int64(len(large)), SHA256: sha256.Sum256(large)}})
+	cat := testCatalog(ix, nil, map[string]cid.Cid{"large-1-1-x86_64.pkg.tar.zst": wrong})
 	srv := httptest.NewServer(New(Options{
-		Index: func() *alpmdb.Index { return ix }, Node: ipfs, Indexes: []string{"/ipfs/root"},
+		Catalog: cat, Node: ipfs,
 		Mirrors: []string{m.URL + "/$repo/os/$arch"}, Hedge: 50 * time.Millisecond,
 	}))
 	t.Cleanup(srv.Close)
@@ -449,32 +511,63 @@ func TestWrongIndexCIDFallsBackToTheMirror(t *testing.T) {
 	if len(m.requests()) != 1 {
 		t.Errorf("mirror requests %v", m.requests())
 	}
+	// The wrong CID is not followed again: the next request goes to the mirror at once; and what was
+	// fetched of it is removed from the node.
+	if h := cat.Lookup(lookup(t, ix, "large-1-1-x86_64.pkg.tar.zst")); h.Held {
+		t.Errorf("after the mismatch the catalog still has %+v", h)
+	}
+	ipfs.mu.Lock()
+	defer ipfs.mu.Unlock()
+	if len(ipfs.dropped) != 1 || !ipfs.dropped[0].Equals(wrong) {
+		t.Errorf("blocks removed: %v, want those of %s", ipfs.dropped, wrong)
+	}
 }
 
-// Range and HEAD, from IPFS and from a mirror: 206 with Content-Range, the bytes of the whole file
-// checked first; a range past the end is 416.
+// Range, If-Range and HEAD, from IPFS and from a mirror, answered as nginx answers for the same file:
+// 206 with Content-Range for one satisfiable range (a suffix, an open range, bytes=0- too), the whole
+// file for several ranges or a stale If-Range, 416 for a malformed range or one past the end; the bytes
+// of the whole file checked first.
 func TestRangeAndHead(t *testing.T) {
 	s := newSetup(t)
 	s.mirror.files["/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst"] = s.small
+	size := len(s.small)
+	sum := sha256.Sum256(s.small)
+	tag := `"` + hex.EncodeToString(sum[:]) + `"`
 	for _, src := range []string{"mirror", "ipfs"} {
 		if src == "ipfs" {
+			s.peerHolds(t)
 			s.ipfs.add(node.RawCID(sha256.Sum256(s.small)), s.small)
 		}
 		for _, tt := range []struct {
-			rng          string
+			rng, ifRange string
 			code         int
 			from, to     int
 			contentRange string
 		}{
-			{"", 200, 0, len(s.small) - 1, ""},
-			{"bytes=1000-", 206, 1000, len(s.small) - 1, fmt.Sprintf("bytes 1000-%d/%d", len(s.small)-1, len(s.small))},
-			{"bytes=5-9", 206, 5, 9, fmt.Sprintf("bytes 5-9/%d", len(s.small))},
-			{fmt.Sprintf("bytes=%d-", len(s.small)), 416, 0, -1, fmt.Sprintf("bytes */%d", len(s.small))},
+			{"", "", 200, 0, size - 1, ""},
+			{"bytes=1000-", "", 206, 1000, size - 1, fmt.Sprintf("bytes 1000-%d/%d", size-1, size)},
+			{"bytes=5-9", "", 206, 5, 9, fmt.Sprintf("bytes 5-9/%d", size)},
+			{"bytes=0-", "", 206, 0, size - 1, fmt.Sprintf("bytes 0-%d/%d", size-1, size)},
+			{"bytes=-500", "", 206, size - 500, size - 1, fmt.Sprintf("bytes %d-%d/%d", size-500, size-1, size)},
+			{"bytes=5-9000000", "", 206, 5, size - 1, fmt.Sprintf("bytes 5-%d/%d", size-1, size)},
+			{"bytes=0-1,5-9", "", 200, 0, size - 1, ""},
+			{"bytes=5-9", tag, 206, 5, 9, fmt.Sprintf("bytes 5-9/%d", size)},
+			{"bytes=5-9", `"stale"`, 200, 0, size - 1, ""},
+			{fmt.Sprintf("bytes=%d-", size), "", 416, 0, -1, fmt.Sprintf("bytes */%d", size)},
+			{"bytes=abc", "", 416, 0, -1, fmt.Sprintf("bytes */%d", size)},
+			{"bytes=9-5", "", 416, 0, -1, fmt.Sprintf("bytes */%d", size)},
+			{"bytes=-0", "", 416, 0, -1, fmt.Sprintf("bytes */%d", size)},
 		} {
 			for _, method := range []string{"GET", "HEAD"} {
+				if method == "HEAD" && (tt.ifRange != "" || src == "mirror" && tt.code == 200 && tt.rng != "") {
+					continue // If-Range is for GET; a HEAD no peer can answer is the mirror's own answer
+				}
 				req, _ := http.NewRequest(method, s.srv.URL+"/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst", nil)
 				if tt.rng != "" {
 					req.Header.Set("Range", tt.rng)
+				}
+				if tt.ifRange != "" {
+					req.Header.Set("If-Range", tt.ifRange)
 				}
 				resp, err := http.DefaultClient.Do(req)
 				if err != nil {
@@ -482,7 +575,7 @@ func TestRangeAndHead(t *testing.T) {
 				}
 				b, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
-				name := fmt.Sprintf("%s %s %q", src, method, tt.rng)
+				name := fmt.Sprintf("%s %s %q %q", src, method, tt.rng, tt.ifRange)
 				if resp.StatusCode != tt.code || resp.Header.Get("Content-Range") != tt.contentRange {
 					t.Errorf("%s: %d %q, want %d %q", name, resp.StatusCode, resp.Header.Get("Content-Range"), tt.code, tt.contentRange)
 					continue
@@ -496,8 +589,91 @@ func TestRangeAndHead(t *testing.T) {
 				if method == "GET" && !bytes.Equal(b, s.small[tt.from:tt.to+1]) {
 					t.Errorf("%s: %d bytes, not bytes %d-%d of the file", name, len(b), tt.from, tt.to)
 				}
+				if method == "GET" && resp.Header.Get("ETag") != tag {
+					t.Errorf("%s: ETag %q, want the db's sha256 %s", name, resp.Header.Get("ETag"), tag)
+				}
 			}
 		}
+	}
+	// A range is part of a package: the packages counted are the whole ones only.
+	if got := s.ep.metrics.packages["peer"] + s.ep.metrics.packages["mirror"]; got != 6 {
+		t.Errorf("%d packages counted, want the 6 whole GETs", got)
+	}
+}
+
+// HEAD answers what GET would deliver: a CacheServer's 404 for what no peer is known to hold (nginx:
+// 404 where GET is 404), the mirror's own answer with its validators as a Server.
+func TestHeadOfWhatNoPeerHolds(t *testing.T) {
+	s := newSetup(t)
+	s.mirror.files["/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst"] = s.small
+	for path, want := range map[string]int{
+		"/cache/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst": 404,
+		"/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst":       200,
+		"/cache/core/os/x86_64/large-1-1-x86_64.pkg.tar.zst": 200, // seeded here
+	} {
+		resp, err := http.Head(s.srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("HEAD %s: %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+}
+
+// A client that stops reading is cut off after the write stall, and that is not a source whose bytes
+// failed the check either.
+func TestClientThatStopsReadingIsCut(t *testing.T) {
+	huge := nodetest.Bytes(6, 48<<20)
+	hugeCID := node.RawCID([32]byte{6})
+	s := newSetupWith(t, func(o *Options) {
+		ix := alpmdb.NewIndex([]alpmdb.Entry{{Repo: "core", FileName: "huge-1-1-x86_64.pkg.tar.zst", Size: int64(len(huge)), SHA256: sha256.Sum256(huge)}})
+		o.Catalog = testCatalog(ix, map[string]cid.Cid{"huge-1-1-x86_64.pkg.tar.zst": hugeCID}, nil)
+		o.WriteStall = 300 * time.Millisecond
+	})
+	s.ipfs.add(hugeCID, huge)
+	conn, err := net.Dial("tcp", s.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /core/os/x86_64/huge-1-1-x86_64.pkg.tar.zst HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+	// Reads nothing.
+	for deadline := time.Now().Add(20 * time.Second); s.ep.metrics.clientGone.Load() == 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if s.ep.metrics.clientGone.Load() != 1 || s.ep.metrics.verifyFailed.Load() != 0 {
+		t.Errorf("client aborts %d, verification failures %d: want 1, 0", s.ep.metrics.clientGone.Load(), s.ep.metrics.verifyFailed.Load())
+	}
+}
+
+// A client that hangs up is not a source whose bytes failed the check.
+func TestClientHangUpIsNotAVerificationFailure(t *testing.T) {
+	// Larger than what the loopback's socket buffers take in: the endpoint is still writing when the
+	// client goes.
+	huge := nodetest.Bytes(5, 48<<20)
+	hugeCID := node.RawCID([32]byte{5})
+	s := newSetupWith(t, func(o *Options) {
+		ix := alpmdb.NewIndex([]alpmdb.Entry{{Repo: "core", FileName: "huge-1-1-x86_64.pkg.tar.zst", Size: int64(len(huge)), SHA256: sha256.Sum256(huge)}})
+		o.Catalog = testCatalog(ix, map[string]cid.Cid{"huge-1-1-x86_64.pkg.tar.zst": hugeCID}, nil)
+	})
+	s.ipfs.add(hugeCID, huge)
+	conn, err := net.Dial("tcp", s.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(conn, "GET /core/os/x86_64/huge-1-1-x86_64.pkg.tar.zst HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+	buf := make([]byte, 64<<10)
+	if _, err := io.ReadFull(conn, buf); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	for deadline := time.Now().Add(10 * time.Second); s.ep.metrics.clientGone.Load() == 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if s.ep.metrics.clientGone.Load() != 1 || s.ep.metrics.verifyFailed.Load() != 0 {
+		t.Errorf("client aborts %d, verification failures %d: want 1, 0", s.ep.metrics.clientGone.Load(), s.ep.metrics.verifyFailed.Load())
 	}
 }
 

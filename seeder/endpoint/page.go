@@ -75,7 +75,7 @@ func (s *Server) writePage(w http.ResponseWriter, r *http.Request) {
 		cancel()
 	}
 	v.TodayPeer, v.TodayMirror = s.today.today()
-	v.SincePeer, v.SinceMirror = s.Served()
+	v.SincePeer, v.SinceMirror = s.metrics.Served()
 	v.RepoNames = slices.Sorted(maps.Keys(v.Repos))
 	for _, rc := range v.Repos {
 		v.Seeded.Files += rc.Files

@@ -3,6 +3,8 @@ package endpoint
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,7 +12,6 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	"github.com/ipfs/go-cid"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/catalog"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/sigcheck"
 )
 
@@ -26,31 +28,32 @@ import (
 type Fetcher interface {
 	// Cat streams the file c.
 	Cat(ctx context.Context, c cid.Cid) (io.ReadCloser, error)
-	// Resolve resolves an IPFS path (/ipfs/…, /ipns/…, with a path below) to the CID it names.
-	Resolve(ctx context.Context, path string) (cid.Cid, error)
 }
 
 // Options configure a Server.
 type Options struct {
-	// Index returns the current sync-db index; nil until one is loaded.
-	Index func() *alpmdb.Index
-	Node  Fetcher
-	// Seeded returns the CID of a file this machine seeds with that sha256, if any.
-	Seeded func(sum [sha256.Size]byte) (cid.Cid, bool)
+	// Catalog is what the endpoint knows before a request comes: the sync-db index, the CIDs it trusts
+	// and what the indexes it follows claim. A request is decided from it alone: no network lookup.
+	Catalog *catalog.Catalog
+	Node    Fetcher
 	// Mirrors are Server templates ($repo, $arch), tried in order.
 	Mirrors []string
-	// Indexes are roots laid out like a mirror (/ipfs/…, /ipns/…, a DNSLink name) to look larger
-	// packages up in.
-	Indexes []string
-	// Discovered returns more index roots, found at run time (the LAN neighbours' indexes); may be nil.
-	Discovered func() []string
-	// Metrics, when set, adds to what /metrics answers (the agent's own figures).
-	Metrics func(io.Writer)
+	// Metrics are the endpoint's figures; default: its own. AgentMetrics, when set, adds to what
+	// /metrics answers (the agent's own figures).
+	Metrics      *Metrics
+	AgentMetrics func(io.Writer)
 	// Hedge is how long IPFS has to deliver first bytes before the mirrors start too. Default 300 ms.
 	Hedge time.Duration
 	// Budget is how long, from the request, a download may take to be checked before any of it goes to
 	// pacman, which gives up on a server that sends nothing for 10 s. Default 6 s.
 	Budget time.Duration
+	// WriteStall bounds how long one write to a client may block: a client (pacman, a neighbour) that
+	// stops reading is cut off instead of holding its connection, a download's reference and its spool
+	// for as long as it likes. Default 30 s.
+	WriteStall time.Duration
+	// PacmanWaits: pacman.conf has DisableDownloadTimeout, so pacman waits for a first byte as long as
+	// it takes; a package a peer holds then gets checkTime instead of Budget to be fetched and checked.
+	PacmanWaits bool
 	// SpoolDir is where mirror downloads are held while they are checked (unlinked files). Default
 	// os.TempDir().
 	SpoolDir string
@@ -80,12 +83,17 @@ type Options struct {
 type Server struct {
 	opts    Options
 	log     *slog.Logger
-	checked sync.Map // sha256 -> cid.Cid: index CIDs this endpoint fetched and found right
-	metrics *metrics
+	cat     *catalog.Catalog
+	metrics *Metrics
+
+	// life ends with Close; every flight runs under it and is joined by Close through running.
+	life    context.Context
+	stop    context.CancelFunc
+	running sync.WaitGroup
 
 	flightsMu  sync.Mutex
-	flights    map[[sha256.Size]byte]*flight // upstream downloads, running or kept a while
-	lanStreams chan struct{}                 // neighbours' downloads being served
+	flights    map[flightKey]*flight // downloads and IPFS checks, running or kept a while
+	lanStreams chan struct{}         // neighbours' downloads being served
 	lanClient  *http.Client
 	today      *dayTally
 }
@@ -98,6 +106,9 @@ func New(opts Options) *Server {
 	if opts.Budget <= 0 {
 		opts.Budget = 6 * time.Second
 	}
+	if opts.WriteStall <= 0 {
+		opts.WriteStall = writeStall
+	}
 	if opts.SpoolDir == "" {
 		opts.SpoolDir = os.TempDir()
 	}
@@ -107,13 +118,41 @@ func New(opts Options) *Server {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{opts: opts, log: opts.Log, metrics: newMetrics(), today: newDayTally(opts.TallyFile, opts.Log, time.Now),
-		flights: map[[sha256.Size]byte]*flight{}, lanStreams: make(chan struct{}, maxLANStreams), lanClient: newLANClient()}
+	if opts.Catalog == nil {
+		opts.Catalog = catalog.New(nil, opts.Log)
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = NewMetrics()
+	}
+	s := &Server{opts: opts, log: opts.Log, cat: opts.Catalog, metrics: opts.Metrics, today: newDayTally(opts.TallyFile, opts.Log, time.Now),
+		flights: map[flightKey]*flight{}, lanStreams: make(chan struct{}, maxLANStreams), lanClient: NewLANClient()}
+	s.life, s.stop = context.WithCancel(context.Background())
+	return s
 }
 
-// SaveTally writes the bytes handed to pacman today to Options.TallyFile now, if a write is due; the
-// agent calls it as it stops.
-func (s *Server) SaveTally() { s.today.flush() }
+// Close stops every download still running and waits for them, closes the spools kept, and writes
+// today's figures. The handlers must have returned (the http.Server shut down) before.
+func (s *Server) Close() {
+	s.flightsMu.Lock() // join starts a flight under it: none starts after this
+	s.stop()
+	s.flightsMu.Unlock()
+	s.running.Wait()
+	s.flightsMu.Lock()
+	for k, f := range s.flights {
+		f.mu.Lock()
+		if f.expire != nil {
+			f.expire.Stop()
+		}
+		if f.file != nil {
+			f.file.Close()
+			f.file = nil
+		}
+		f.mu.Unlock()
+		delete(s.flights, k)
+	}
+	s.flightsMu.Unlock()
+	s.today.flush()
+}
 
 // CachePrefix starts the paths of CacheServer requests: CacheServer = http://127.0.0.1:7878/cache/$repo/os/$arch.
 const CachePrefix = "/cache"
@@ -124,14 +163,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "only GET and HEAD", http.StatusMethodNotAllowed)
 		return
 	}
+	// Everything here is for this machine: a web page that got its name to resolve to 127.0.0.1 (DNS
+	// rebinding) must not learn through the visitor's browser what it seeds (a 200 or a 404 for a
+	// package says as much as the status page), nor who its neighbours are.
+	if !loopbackHost(r.Host) {
+		http.Error(w, "only for Host: 127.0.0.1, [::1] or localhost", http.StatusMisdirectedRequest)
+		return
+	}
 	switch r.URL.Path {
 	case MetricsPath, "/":
-		// What this machine seeds and who its neighbours are is for this machine: a web page that got
-		// its name to resolve to 127.0.0.1 (DNS rebinding) must not read it through the visitor's browser.
-		if !loopbackHost(r.Host) {
-			http.Error(w, "only for Host: 127.0.0.1, [::1] or localhost", http.StatusMisdirectedRequest)
-			return
-		}
 		if r.URL.Path == MetricsPath {
 			s.writeMetrics(w)
 		} else {
@@ -183,12 +223,7 @@ func loopbackHost(host string) bool {
 	return err == nil && a.Unmap().IsLoopback()
 }
 
-func (s *Server) index() *alpmdb.Index {
-	if s.opts.Index == nil {
-		return nil
-	}
-	return s.opts.Index()
-}
+func (s *Server) index() *alpmdb.Index { return s.cat.Index() }
 
 // signature serves a package's detached signature from the sync db itself when it carries one, else
 // from a peer when it can be checked, else from the mirrors (not for peersOnly: a 404).
@@ -230,7 +265,7 @@ func (s *Server) peerSignature(ctx context.Context, req Request, e alpmdb.Entry)
 	}
 	ctx, cancel := context.WithTimeout(ctx, sigCheckTime)
 	defer cancel()
-	c := s.fromIndexes(ctx, req)
+	c, _ := s.cat.Claimed(req.File)
 	if !c.Defined() {
 		return nil
 	}
@@ -239,9 +274,7 @@ func (s *Server) peerSignature(ctx context.Context, req Request, e alpmdb.Entry)
 		s.log.Debug("peer signature unavailable", "file", req.File, "err", err)
 		return nil
 	}
-	pkgReq := req
-	pkgReq.File = strings.TrimSuffix(req.File, ".sig")
-	pc, _ := s.lookup(ctx, pkgReq, e) // its bytes are hashed below, trusted or not
+	pc := s.cat.Lookup(e).CID // its bytes are hashed below, trusted or not
 	if !pc.Defined() {
 		return nil
 	}
@@ -277,19 +310,20 @@ func (s *Server) catAtMost(ctx context.Context, c cid.Cid, limit int64) ([]byte,
 	return b, err
 }
 
-// pkg serves a package the sync db describes, whole or from the offset of a "Range: bytes=N-" (pacman
-// and curl resuming a .part), always from a source checked against the db (see fetch.go).
+// pkg serves a package the sync db describes, whole or the window of a Range (pacman and curl resuming
+// a .part, aria2c splitting a download), always from a source checked against the db (see fetch.go).
+// Its answers are nginx's: 206 for any one satisfiable range, 416 for a malformed or unsatisfiable one,
+// the whole file for several ranges or an If-Range that does not match; its strong ETag is the db's
+// sha256, the same whatever the source, and its Last-Modified the mirror's when a mirror sent it.
 func (s *Server) pkg(w http.ResponseWriter, r *http.Request, req Request, e alpmdb.Entry, peersOnly bool) {
-	from, to, ok := parseRange(r.Header.Get("Range"), e.Size)
-	if !ok {
+	rg, err := parseRange(r.Header.Get("Range"), e.Size)
+	if err != nil {
 		w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", e.Size))
-		http.Error(w, "range not satisfiable", http.StatusRequestedRangeNotSatisfiable)
+		http.Error(w, err.Error(), http.StatusRequestedRangeNotSatisfiable)
 		return
 	}
-	partial := from > 0 || to < e.Size-1
-	status := setPackageHeaders(w.Header(), from, to, e.Size, partial)
 	if r.Method == http.MethodHead {
-		w.WriteHeader(status)
+		s.head(w, r, req, e, rg, peersOnly)
 		return
 	}
 	start := time.Now()
@@ -299,32 +333,96 @@ func (s *Server) pkg(w http.ResponseWriter, r *http.Request, req Request, e alpm
 		return
 	}
 	defer src.r.Close()
-	w.WriteHeader(status)
-	if err := s.deliver(w, src, e, from, to); err != nil {
-		s.metrics.verifyFailed.Add(1)
-		s.log.Warn("package not delivered", "file", req.File, "source", src.source, "checked_first", src.verified, "err", err)
+	// Nothing is promised before a byte is at hand: a source that fails now (a mirror streamed past the
+	// budget that drops its connection) gets pacman a clean error, not an empty reply.
+	first := make([]byte, 32<<10)
+	n, err := io.ReadAtLeast(src.r, first, 1)
+	if err != nil && !(errors.Is(err, io.EOF) && e.Size == 0) {
+		s.noSource(w, req, fmt.Errorf("%s: %w", src.source, err), peersOnly)
+		return
+	}
+	src.r = prefixed(first[:n], src.r)
+	if !ifRange(r.Header.Get("If-Range"), e, src.modified) {
+		rg = byteRange{0, e.Size - 1, false} // RFC 9110 13.1.5: a stale validator gets the whole file
+	}
+	w.WriteHeader(setPackageHeaders(w.Header(), e, rg, src.modified))
+	out := s.newStallWriter(w)
+	if err := s.deliver(out, src, e, rg); err != nil {
+		s.undelivered(req, src, out.err, err)
 		// Headers and bytes are out: abort the connection so the transfer ends short.
 		panic(http.ErrAbortHandler)
 	}
-	s.metrics.served(src.source, to-from+1)
-	if s.opts.Served != nil && src.cid.Defined() && !partial {
+	source := src.sourceNow()
+	s.metrics.served(source, rg.len(), !rg.partial)
+	if s.opts.Served != nil && src.cid.Defined() && !rg.partial {
 		s.opts.Served(e, src.cid)
 	}
-	s.today.add(src.source, to-from+1)
-	s.log.Info("package served", "file", req.File, "source", src.source, "checked_first", src.verified,
-		"bytes", to-from+1, "took", time.Since(start))
+	s.today.add(source, rg.len())
+	if src.sw != nil {
+		s.log.Info("package served", "file", req.File, "sources", src.sw.sources, "switched_at", src.sw.switchedAt,
+			"bytes", rg.len(), "took", time.Since(start))
+		return
+	}
+	s.log.Info("package served", "file", req.File, "source", source, "checked_first", src.verified,
+		"bytes", rg.len(), "took", time.Since(start))
 }
 
-// setPackageHeaders sets the headers of a package's bytes from..to and returns the status to send.
-func setPackageHeaders(h http.Header, from, to, size int64, partial bool) int {
+// undelivered records why a package did not reach the client whole: the client's doing (clientErr: it
+// hung up or stopped reading, as aria2c closing a split connection does), or the source's.
+func (s *Server) undelivered(req Request, src *body, clientErr, err error) {
+	if clientErr != nil {
+		s.metrics.clientGone.Add(1)
+		s.log.Info("client stopped taking the package", "file", req.File, "source", src.source, "err", clientErr)
+		return
+	}
+	if errors.Is(err, ErrMismatch) {
+		s.metrics.verifyFailed.Add(1)
+	}
+	s.log.Warn("package not delivered", "file", req.File, "source", src.source, "checked_first", src.verified, "err", err)
+}
+
+// head answers HEAD for a package as GET would, without fetching it: a peer known to hold it, or the
+// mirrors' own answer (their validators with it), or, as a CacheServer, a 404 when no peer is known to.
+func (s *Server) head(w http.ResponseWriter, r *http.Request, req Request, e alpmdb.Entry, rg byteRange, peersOnly bool) {
+	switch h := s.cat.Lookup(e); {
+	case h.Held:
+		w.WriteHeader(setPackageHeaders(w.Header(), e, rg, ""))
+	case peersOnly:
+		http.Error(w, "no peer has "+req.File, http.StatusNotFound)
+	default:
+		s.proxy(w, r, req)
+	}
+}
+
+// setPackageHeaders sets the headers of the window rg of a package and returns the status to send.
+func setPackageHeaders(h http.Header, e alpmdb.Entry, rg byteRange, modified string) int {
 	h.Set("Content-Type", "application/octet-stream")
 	h.Set("Accept-Ranges", "bytes")
-	h.Set("Content-Length", strconv.FormatInt(to-from+1, 10))
-	if !partial {
+	h.Set("ETag", etag(e))
+	if modified != "" {
+		h.Set("Last-Modified", modified)
+	}
+	h.Set("Content-Length", strconv.FormatInt(rg.len(), 10))
+	if !rg.partial {
 		return http.StatusOK
 	}
-	h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", from, to, size))
+	h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", rg.from, rg.to, e.Size))
 	return http.StatusPartialContent
+}
+
+// etag is a package's strong validator: its sha256 from the sync db, whatever source sends the bytes.
+func etag(e alpmdb.Entry) string { return `"` + hex.EncodeToString(e.SHA256[:]) + `"` }
+
+// ifRange says whether an If-Range validator (empty: none) matches the package as it will be sent: our
+// ETag, or exactly the Last-Modified the source gave (a strong comparison).
+func ifRange(v string, e alpmdb.Entry, modified string) bool {
+	switch {
+	case v == "":
+		return true
+	case strings.HasPrefix(v, `"`):
+		return v == etag(e)
+	}
+	return modified != "" && v == modified
 }
 
 // noSource answers a request no source could serve: 404 as a CacheServer (pacman moves on to its
@@ -344,17 +442,17 @@ func (s *Server) noSource(w http.ResponseWriter, req Request, err error, peersOn
 	http.Error(w, err.Error(), http.StatusBadGateway)
 }
 
-// deliver copies the window from..to of src to pacman through a check of the whole file: a spool
-// this endpoint hashed needs only its size checked; anything else is hashed on the way.
-func (s *Server) deliver(w io.Writer, src *body, e alpmdb.Entry, from, to int64) error {
+// deliver copies the window rg of src to pacman through a check of the whole file: a spool this
+// endpoint hashed needs only its size checked; anything else is hashed on the way.
+func (s *Server) deliver(w io.Writer, src *body, e alpmdb.Entry, rg byteRange) error {
 	var v interface {
 		io.Writer
 		Finish() error
 	}
 	if src.spooled {
-		v = &sizeCheck{w: &window{w: w, from: from, to: to}, size: e.Size}
+		v = &sizeCheck{w: &window{w: w, from: rg.from, to: rg.to}, size: e.Size}
 	} else {
-		v = newVerifier(&window{w: w, from: from, to: to}, e.Size, e.SHA256)
+		v = newVerifier(&window{w: w, from: rg.from, to: rg.to}, e.Size, e.SHA256)
 	}
 	if _, err := io.Copy(v, src.r); err != nil {
 		return err
@@ -362,58 +460,60 @@ func (s *Server) deliver(w io.Writer, src *body, e alpmdb.Entry, from, to int64)
 	return v.Finish()
 }
 
-// parseRange reads a single "bytes=N-" or "bytes=N-M" range against size: the first and last byte to
-// send. No Range header, or one this does not take (several ranges, a suffix range), is the whole file;
-// ok is false for a range that starts past the end.
-func parseRange(header string, size int64) (from, to int64, ok bool) {
+// byteRange is the window of a package to send: its first and last byte, and whether that is a part
+// (206) or the whole file (200).
+type byteRange struct {
+	from, to int64
+	partial  bool
+}
+
+func (r byteRange) len() int64 { return r.to - r.from + 1 }
+
+// errRange is a Range header that names no satisfiable range of the file.
+var errRange = errors.New("range not satisfiable")
+
+// parseRange reads a Range header against size as nginx does: none, another unit, or several ranges
+// is the whole file; one range "N-", "N-M" or "-K" (the last K bytes) is that window, a 206 even when it
+// is the whole file ("bytes=0-"); a malformed range, or one that starts past the end, is errRange.
+func parseRange(header string, size int64) (byteRange, error) {
+	whole := byteRange{0, size - 1, false}
 	spec, found := strings.CutPrefix(header, "bytes=")
 	if !found || strings.Contains(spec, ",") {
-		return 0, size - 1, true
+		return whole, nil
 	}
-	a, b, _ := strings.Cut(spec, "-")
-	first, err := strconv.ParseInt(a, 10, 64)
-	if err != nil || first < 0 {
-		return 0, size - 1, true
+	a, b, dash := strings.Cut(strings.TrimSpace(spec), "-")
+	if !dash {
+		return whole, errRange
+	}
+	if a == "" { // a suffix: the last K bytes
+		k, ok := rangeNum(b)
+		if !ok || k == 0 || size == 0 {
+			return whole, errRange
+		}
+		return byteRange{max(0, size-k), size - 1, true}, nil
+	}
+	first, ok := rangeNum(a)
+	if !ok || first >= size {
+		return whole, errRange
 	}
 	last := size - 1
 	if b != "" {
-		l, err := strconv.ParseInt(b, 10, 64)
-		if err != nil || l < first {
-			return 0, size - 1, true
+		l, ok := rangeNum(b)
+		if !ok || l < first {
+			return whole, errRange
 		}
 		last = min(l, size-1)
 	}
-	if first >= size {
-		return 0, 0, false
-	}
-	return first, last, true
+	return byteRange{first, last, true}, nil
 }
 
-// fromIndexes looks the file up under each followed index root in turn. Undef when none has it.
-func (s *Server) fromIndexes(ctx context.Context, req Request) cid.Cid {
-	roots := s.opts.Indexes
-	if s.opts.Discovered != nil {
-		roots = append(slices.Clone(roots), s.opts.Discovered()...)
+// rangeNum reads a byte position of a range: digits only.
+func rangeNum(s string) (int64, bool) {
+	if s == "" || strings.Trim(s, "0123456789") != "" {
+		return 0, false
 	}
-	for _, root := range roots {
-		// An index that takes longer than the hedge delay to answer has lost the race already.
-		rctx, cancel := context.WithTimeout(ctx, s.opts.Hedge)
-		c, err := s.opts.Node.Resolve(rctx, indexPath(root, req))
-		cancel()
-		if err == nil {
-			return c
-		}
-		s.log.Debug("not in index", "root", root, "file", req.File, "err", err)
-	}
-	return cid.Undef
-}
-
-func indexPath(root string, req Request) string {
-	root = strings.TrimRight(root, "/")
-	if !strings.HasPrefix(root, "/ipfs/") && !strings.HasPrefix(root, "/ipns/") {
-		root = "/ipns/" + root // a DNSLink name
-	}
-	return fmt.Sprintf("%s/%s/os/%s/%s", root, req.Repo, req.Arch, req.File)
+	n, err := strconv.ParseInt(s, 10, 64)
+	return n, err == nil
 }
 
 // proxy passes a request to the mirrors unchanged, and the first useful answer back.
@@ -451,5 +551,5 @@ func (s *Server) relay(w http.ResponseWriter, resp *http.Response) {
 		}
 	}
 	w.WriteHeader(resp.StatusCode)
-	_, _ = io.Copy(w, resp.Body)
+	_, _ = io.Copy(s.newStallWriter(w), resp.Body)
 }

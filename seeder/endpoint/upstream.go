@@ -45,7 +45,9 @@ func NewClient() *http.Client {
 			TLSHandshakeTimeout:   10 * time.Second,
 			ResponseHeaderTimeout: 30 * time.Second,
 			IdleConnTimeout:       90 * time.Second,
-			MaxIdleConnsPerHost:   4,
+			// pacman downloads up to ParallelDownloads packages at once from the same mirror: keep as
+			// many connections warm, so that a burst of small packages pays no new handshakes.
+			MaxIdleConnsPerHost: 16,
 		},
 		CheckRedirect: checkRedirect,
 	}

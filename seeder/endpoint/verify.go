@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"net/http"
+	"time"
 )
 
 // holdBack is how much of the end of a file is kept until the whole file is verified: pacman never gets
@@ -103,4 +105,29 @@ func (c *sizeCheck) Finish() error {
 		return fmt.Errorf("%w: %d of %d bytes", ErrMismatch, c.n, c.size)
 	}
 	return nil
+}
+
+// writeStall is the default of Options.WriteStall.
+const writeStall = 30 * time.Second
+
+// stallWriter writes to an HTTP response with a write deadline renewed at every write, and keeps the
+// write error: a failure of the client, not of the source.
+type stallWriter struct {
+	w     http.ResponseWriter
+	rc    *http.ResponseController
+	stall time.Duration
+	err   error
+}
+
+func (s *Server) newStallWriter(w http.ResponseWriter) *stallWriter {
+	return &stallWriter{w: w, rc: http.NewResponseController(w), stall: s.opts.WriteStall}
+}
+
+func (s *stallWriter) Write(p []byte) (int, error) {
+	_ = s.rc.SetWriteDeadline(time.Now().Add(s.stall)) // not every ResponseWriter has deadlines
+	n, err := s.w.Write(p)
+	if err != nil {
+		s.err = err
+	}
+	return n, err
 }

@@ -24,7 +24,7 @@ type Node interface {
 	ID(ctx context.Context) (string, error)
 }
 
-// Protocol is the libp2p protocol the agents serve each other packages over (see mirror.Server.ServeLAN),
+// Protocol is the libp2p protocol the agents serve each other packages over (see endpoint.Server.ServeLAN),
 // through kubo's stream mounting. A LAN peer that speaks it runs an agent now.
 const Protocol = "/x/pacman-ipfs/lan/1"
 
@@ -56,7 +56,8 @@ func New(node func(context.Context) (Node, error), every time.Duration, log *slo
 	return &Exchange{node: node, log: log, every: every, roots: map[string]string{}}
 }
 
-// Publish points this machine's name at root (an /ipfs/ path), in the background; the latest root wins.
+// Publish points this machine's name at root (an /ipfs/ path), in the background. A root handed over
+// while a publish runs is dropped: the next pass that changes the index publishes again.
 func (x *Exchange) Publish(root string) {
 	x.mu.Lock()
 	if root == "" || root == x.published || x.publishing {

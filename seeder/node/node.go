@@ -114,3 +114,12 @@ func RawCID(sum [sha256.Size]byte) cid.Cid {
 	}
 	return cid.NewCidV1(cid.Raw, h)
 }
+
+// Link is one entry of a directory in the node (an index's).
+type Link struct {
+	Name string
+	CID  cid.Cid
+}
+
+// ErrTooMany means a directory lists more entries than the caller asked for.
+var ErrTooMany = errors.New("too many entries")

@@ -16,7 +16,7 @@ import (
 	"github.com/ipfs/go-cid"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/node"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/catalog"
 )
 
 // PinPrefix names the prefetched pins. It is not node.PinPrefix: the seeder's passes must not take
@@ -25,28 +25,25 @@ const PinPrefix = "pacman-ipfs-prefetch:"
 
 // Node is what prefetching needs of the IPFS node (kubo's RPC API).
 type Node interface {
-	Resolve(ctx context.Context, path string) (cid.Cid, error)
 	PinAdd(ctx context.Context, c cid.Cid, name string) error
 	Pins(ctx context.Context, prefix string) (map[cid.Cid]string, error)
 	Unpin(ctx context.Context, c cid.Cid) error
+	// Cat streams c, fetching its blocks into the node as they are read (and no further ahead than
+	// the node's own read-ahead).
 	Cat(ctx context.Context, c cid.Cid) (io.ReadCloser, error)
+	// Blocks lists c and the blocks below it that the node holds; DropBlocks removes those no pin holds.
+	Blocks(ctx context.Context, c cid.Cid) ([]cid.Cid, error)
+	DropBlocks(ctx context.Context, bs []cid.Cid) error
 }
 
 // Options configure a Prefetcher.
 type Options struct {
 	Node func(context.Context) (Node, error)
-	// Index is the current sync-db index.
-	Index func() *alpmdb.Index
+	// Catalog has the current sync-db index, what this machine seeds (its cache has it) and what the
+	// neighbours' indexes claim; a package checked here is recorded there as trusted.
+	Catalog *catalog.Catalog
 	// Upgrades lists the file names `pacman -Su` would download now.
 	Upgrades func(context.Context) ([]string, error)
-	// Roots lists the LAN neighbours' index roots.
-	Roots func() []string
-	// Seeded says whether this machine seeds a file with that sha256 already (its cache has it).
-	Seeded func([sha256.Size]byte) (cid.Cid, bool)
-	// Trust tells the endpoint that c is the package with that sha256: checked here, whole.
-	Trust func([sha256.Size]byte, cid.Cid)
-	// Architectures are pacman's, for the <arch> directory of an "any" package in an index.
-	Architectures []string
 	// MaxBytes bounds what one round fetches. Default 4 GiB.
 	MaxBytes int64
 	Log      *slog.Logger
@@ -126,7 +123,7 @@ const perPackage = 10 * time.Minute
 func (p *Prefetcher) Round(ctx context.Context) (Report, error) {
 	rep := Report{}
 	defer func() { rep.Finished = time.Now() }()
-	ix := p.opts.Index()
+	ix := p.opts.Catalog.Index()
 	if ix == nil {
 		return rep, nil
 	}
@@ -143,16 +140,15 @@ func (p *Prefetcher) Round(ctx context.Context) (Report, error) {
 		return rep, err
 	}
 	keep := map[cid.Cid]bool{}
-	roots := p.opts.Roots()
 	for _, f := range files {
 		e, ok := ix.Lookup(f)
 		if !ok {
 			continue
 		}
-		if _, seeded := p.opts.Seeded(e.SHA256); seeded {
+		if _, seeded := p.opts.Catalog.Seeded(e.SHA256); seeded {
 			continue // in pacman's cache already
 		}
-		c := p.find(ctx, n, roots, e)
+		c := p.find(e)
 		if !c.Defined() {
 			continue // no neighbour has it: the mirrors, at -Su
 		}
@@ -183,10 +179,13 @@ func (p *Prefetcher) want(ctx context.Context, n Node, c cid.Cid, e alpmdb.Entry
 		p.opts.Log.Info("prefetch: the round's limit is reached", "file", e.FileName, "limit", p.opts.MaxBytes)
 		return
 	}
+	// Read first, no further than the db's size: a neighbour's index that maps the package to a huge
+	// DAG costs at most that; pin only what matched, from the blocks now here.
 	pctx, cancel := context.WithTimeout(ctx, perPackage)
-	err := n.PinAdd(pctx, c, PinPrefix+e.Repo+"/"+e.FileName)
+	read, err := p.verify(pctx, n, c, e)
+	rep.Bytes += read
 	if err == nil {
-		err = p.check(pctx, n, c, e)
+		err = n.PinAdd(pctx, c, PinPrefix+e.Repo+"/"+e.FileName)
 	}
 	cancel()
 	if err != nil {
@@ -195,7 +194,6 @@ func (p *Prefetcher) want(ctx context.Context, n Node, c cid.Cid, e alpmdb.Entry
 		return
 	}
 	rep.Fetched++
-	rep.Bytes += e.Size
 	p.opts.Log.Info("prefetched from the LAN", "file", e.FileName, "cid", c.String(), "bytes", e.Size)
 }
 
@@ -217,30 +215,19 @@ func (p *Prefetcher) unpinUnwanted(ctx context.Context, n Node, held map[cid.Cid
 	}
 }
 
-// find looks the package up under the neighbours' index roots. A package of at most one chunk has one
-// CID only, from its sha256: an index that says otherwise is not followed.
-func (p *Prefetcher) find(ctx context.Context, n Node, roots []string, e alpmdb.Entry) cid.Cid {
-	arch := alpmdb.ArchDirs(e.FileName, p.opts.Architectures)[0]
-	for _, root := range roots {
-		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		c, err := n.Resolve(rctx, fmt.Sprintf("%s/%s/os/%s/%s", strings.TrimRight(root, "/"), e.Repo, arch, e.FileName))
-		cancel()
-		if err != nil {
-			continue
-		}
-		p.mu.Lock()
-		skip := p.bad[c] || p.gone[c]
-		p.mu.Unlock()
-		if skip {
-			continue
-		}
-		if e.Size <= int64(node.Import().ChunkSize) && !c.Equals(node.RawCID(e.SHA256)) {
-			p.opts.Log.Warn("a neighbour's index maps a package to other content", "root", root, "file", e.FileName, "cid", c.String())
-			continue
-		}
-		return c
+// find is the CID a neighbour's index lists for the package, from the catalog (which follows no index
+// to other content than a package of at most one chunk is), unless it proved wrong or was handed over.
+func (p *Prefetcher) find(e alpmdb.Entry) cid.Cid {
+	h := p.opts.Catalog.Lookup(e)
+	if !h.Held || h.Roots == 0 || !h.CID.Defined() {
+		return cid.Undef
 	}
-	return cid.Undef
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.bad[h.CID] || p.gone[h.CID] {
+		return cid.Undef
+	}
+	return h.CID
 }
 
 // Release lets go of a prefetched package pacman has just been handed: its file lands in pacman's cache,
@@ -272,8 +259,7 @@ func (p *Prefetcher) Release(ctx context.Context, c cid.Cid) error {
 
 var errNotThePackage = errors.New("not the package")
 
-// check reads c back from the node (its own blocks now) and compares it with the db; once it matches,
-// the endpoint trusts c for the package.
+// check reads c back from the node (its own blocks, for a package held) and compares it with the db.
 func (p *Prefetcher) check(ctx context.Context, n Node, c cid.Cid, e alpmdb.Entry) error {
 	p.mu.Lock()
 	done := p.trusted[c]
@@ -281,26 +267,32 @@ func (p *Prefetcher) check(ctx context.Context, n Node, c cid.Cid, e alpmdb.Entr
 	if done {
 		return nil
 	}
+	_, err := p.verify(ctx, n, c, e)
+	return err
+}
+
+// verify reads c through the node, at most the db's size and one byte more, and compares it with the
+// db; once it matches, the endpoint trusts c for the package (the catalog records it). It returns the
+// bytes read.
+func (p *Prefetcher) verify(ctx context.Context, n Node, c cid.Cid, e alpmdb.Entry) (int64, error) {
 	r, err := n.Cat(ctx, c)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer r.Close()
 	h := sha256.New()
 	got, err := io.Copy(h, io.LimitReader(r, e.Size+1))
 	if err != nil {
-		return err
+		return got, err
 	}
 	if got != e.Size || [sha256.Size]byte(h.Sum(nil)) != e.SHA256 {
-		return fmt.Errorf("%w: %s is not %s: %d bytes, sha256 differs from the sync db", errNotThePackage, c, e.FileName, got)
+		return got, fmt.Errorf("%w: %s is not %s: %d bytes or more, sha256 differs from the sync db", errNotThePackage, c, e.FileName, got)
 	}
 	p.mu.Lock()
 	p.trusted[c] = true
 	p.mu.Unlock()
-	if p.opts.Trust != nil {
-		p.opts.Trust(e.SHA256, c)
-	}
-	return nil
+	p.opts.Catalog.Trust(e.SHA256, c)
+	return got, nil
 }
 
 func (p *Prefetcher) drop(ctx context.Context, n Node, c cid.Cid, e alpmdb.Entry, why error) {
@@ -309,8 +301,18 @@ func (p *Prefetcher) drop(ctx context.Context, n Node, c cid.Cid, e alpmdb.Entry
 		p.mu.Lock()
 		p.bad[c] = true
 		p.mu.Unlock()
+		p.opts.Catalog.Refute(c)
 	}
 	if err := n.Unpin(ctx, c); err != nil {
 		p.opts.Log.Debug("prefetch: unpin after a failure", "cid", c.String(), "err", err)
+	}
+	// What was fetched of it goes too: the packaged node collects no garbage, and a neighbour must not
+	// fill this machine's disk with refused blocks.
+	bs, err := n.Blocks(ctx, c)
+	if err == nil {
+		err = n.DropBlocks(ctx, bs)
+	}
+	if err != nil {
+		p.opts.Log.Debug("prefetch: blocks of a refused package kept", "cid", c.String(), "err", err)
 	}
 }

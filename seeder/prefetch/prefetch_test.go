@@ -13,6 +13,7 @@ import (
 	mh "github.com/multiformats/go-multihash"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/catalog"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/nodetest"
 )
@@ -20,16 +21,10 @@ import (
 // fakeNode is the pure logic's double: TestLANPrefetchUpgrades (cmd/pacman-ipfs) prefetches between
 // real kubo nodes on a namespace LAN.
 type fakeNode struct {
-	paths map[string]cid.Cid // what Resolve finds
-	data  map[cid.Cid][]byte // what the LAN can deliver
-	pins  map[cid.Cid]string
-}
-
-func (f *fakeNode) Resolve(_ context.Context, p string) (cid.Cid, error) {
-	if c, ok := f.paths[p]; ok {
-		return c, nil
-	}
-	return cid.Undef, errors.New("no link")
+	data    map[cid.Cid][]byte // what the LAN can deliver
+	pins    map[cid.Cid]string
+	read    map[cid.Cid]int64 // bytes fetched, by CID
+	dropped map[cid.Cid]bool
 }
 
 func (f *fakeNode) PinAdd(_ context.Context, c cid.Cid, name string) error {
@@ -53,7 +48,29 @@ func (f *fakeNode) Pins(_ context.Context, prefix string) (map[cid.Cid]string, e
 func (f *fakeNode) Unpin(_ context.Context, c cid.Cid) error { delete(f.pins, c); return nil }
 
 func (f *fakeNode) Cat(_ context.Context, c cid.Cid) (io.ReadCloser, error) {
-	return io.NopCloser(bytes.NewReader(f.data[c])), nil
+	return io.NopCloser(&counting{r: bytes.NewReader(f.data[c]), n: func(k int) { f.read[c] += int64(k) }}), nil
+}
+
+func (f *fakeNode) Blocks(_ context.Context, c cid.Cid) ([]cid.Cid, error) { return []cid.Cid{c}, nil }
+
+func (f *fakeNode) DropBlocks(_ context.Context, bs []cid.Cid) error {
+	for _, b := range bs {
+		if _, pinned := f.pins[b]; !pinned {
+			f.dropped[b] = true
+		}
+	}
+	return nil
+}
+
+type counting struct {
+	r io.Reader
+	n func(int)
+}
+
+func (c *counting) Read(p []byte) (int, error) {
+	k, err := c.r.Read(p)
+	c.n(k)
+	return k, err
 }
 
 func dagCID(i byte) cid.Cid {
@@ -65,36 +82,37 @@ func TestRound(t *testing.T) {
 	big, other, small := nodetest.Bytes(1, 3<<20), nodetest.Bytes(2, 3<<20), nodetest.Bytes(3, 300<<10)
 	entries := []alpmdb.Entry{
 		{Repo: "core", FileName: "big-2-1-x86_64.pkg.tar.zst", Size: int64(len(big)), SHA256: sha256.Sum256(big)},
-		{Repo: "core", FileName: "liar-2-1-x86_64.pkg.tar.zst", Size: int64(len(big)), SHA256: sha256.Sum256(big)},
+		{Repo: "core", FileName: "liar-2-1-x86_64.pkg.tar.zst", Size: int64(len(big)), SHA256: sha256.Sum256(nodetest.Bytes(4, 3<<20))},
 		{Repo: "core", FileName: "small-2-1-any.pkg.tar.zst", Size: int64(len(small)), SHA256: sha256.Sum256(small)},
 		{Repo: "core", FileName: "fake-2-1-any.pkg.tar.zst", Size: int64(len(small)), SHA256: sha256.Sum256(small)},
 		{Repo: "core", FileName: "nobody-2-1-any.pkg.tar.zst", Size: 10, SHA256: sha256.Sum256([]byte("0123456789"))},
+		{Repo: "core", FileName: "bloat-2-1-x86_64.pkg.tar.zst", Size: 3 << 20, SHA256: sha256.Sum256(nodetest.Bytes(5, 3<<20))},
 	}
 	ix := alpmdb.NewIndex(entries)
-	root := "/ipfs/bafyroot"
+	// What a neighbour's index lists, as the catalog's refresher found it.
+	cat := catalog.New(nil, nil)
+	cat.SetIndex(ix)
+	cat.SetListing(&catalog.Listing{Root: "/ipfs/bafyroot", Complete: true, Files: map[string]cid.Cid{
+		"big-2-1-x86_64.pkg.tar.zst":   dagCID(1),
+		"liar-2-1-x86_64.pkg.tar.zst":  dagCID(2),                         // other content
+		"small-2-1-any.pkg.tar.zst":    node.RawCID(sha256.Sum256(small)), // "any": under the machine's arch
+		"fake-2-1-any.pkg.tar.zst":     dagCID(3),                         // one chunk has one CID only
+		"bloat-2-1-x86_64.pkg.tar.zst": dagCID(4),                         // a 3 MiB package mapped to 40 MiB
+	}})
 	n := &fakeNode{
-		paths: map[string]cid.Cid{
-			root + "/core/os/x86_64/big-2-1-x86_64.pkg.tar.zst":  dagCID(1),
-			root + "/core/os/x86_64/liar-2-1-x86_64.pkg.tar.zst": dagCID(2),                         // other content
-			root + "/core/os/x86_64/small-2-1-any.pkg.tar.zst":   node.RawCID(sha256.Sum256(small)), // "any": under the machine's arch
-			root + "/core/os/x86_64/fake-2-1-any.pkg.tar.zst":    dagCID(3),                         // one chunk has one CID only
-		},
-		data: map[cid.Cid][]byte{dagCID(1): big, dagCID(2): other, node.RawCID(sha256.Sum256(small)): small, dagCID(3): small},
+		data: map[cid.Cid][]byte{dagCID(1): big, dagCID(2): other, node.RawCID(sha256.Sum256(small)): small, dagCID(3): small,
+			dagCID(4): nodetest.Bytes(6, 40<<20)},
+		read: map[cid.Cid]int64{}, dropped: map[cid.Cid]bool{},
 		pins: map[cid.Cid]string{dagCID(9): PinPrefix + "core/old-1-1-x86_64.pkg.tar.zst", dagCID(8): node.PinPrefix + "core/seeded"},
 	}
-	trusted := map[[32]byte]cid.Cid{}
 	upgrades := []string{}
 	for _, e := range entries {
 		upgrades = append(upgrades, e.FileName)
 	}
 	p := New(Options{
-		Node:          func(context.Context) (Node, error) { return n, nil },
-		Index:         func() *alpmdb.Index { return ix },
-		Upgrades:      func(context.Context) ([]string, error) { return upgrades, nil },
-		Roots:         func() []string { return []string{root} },
-		Seeded:        func([32]byte) (cid.Cid, bool) { return cid.Undef, false },
-		Trust:         func(sum [32]byte, c cid.Cid) { trusted[sum] = c },
-		Architectures: []string{"x86_64"},
+		Node:     func(context.Context) (Node, error) { return n, nil },
+		Catalog:  cat,
+		Upgrades: func(context.Context) ([]string, error) { return upgrades, nil },
 	})
 	rep, err := p.Round(context.Background())
 	if err != nil {
@@ -102,11 +120,32 @@ func TestRound(t *testing.T) {
 	}
 	// big and small are fetched and trusted; liar is fetched, found wrong and dropped; fake is never
 	// asked for; nobody is not on the LAN; old is no longer an upgrade; the seeder's pin is not ours.
-	if rep.Fetched != 2 || rep.Failed != 1 || rep.Unpinned != 1 || rep.Wanted != 3 {
-		t.Errorf("report %+v: want 3 wanted, 2 fetched, 1 failed, 1 unpinned", rep)
+	if rep.Fetched != 2 || rep.Failed != 2 || rep.Unpinned != 1 || rep.Wanted != 4 {
+		t.Errorf("report %+v: want 4 wanted, 2 fetched, 2 failed, 1 unpinned", rep)
 	}
-	if trusted[sha256.Sum256(big)] != dagCID(1) || len(trusted) != 2 {
-		t.Errorf("trusted %v", trusted)
+	// Nothing larger than the db's size is fetched for a package, the bytes fetched count against the
+	// round's limit, and what was refused is removed from the node.
+	if got := n.read[dagCID(4)]; got > 3<<20+1 {
+		t.Errorf("%d bytes fetched for a 3 MiB package an index maps to 40 MiB", got)
+	}
+	if rep.Bytes != n.read[dagCID(1)]+n.read[dagCID(2)]+n.read[dagCID(4)]+n.read[node.RawCID(sha256.Sum256(small))] {
+		t.Errorf("the round counts %d bytes, fetched %v", rep.Bytes, n.read)
+	}
+	for _, c := range []cid.Cid{dagCID(2), dagCID(4)} {
+		if !n.dropped[c] {
+			t.Errorf("the blocks of refused %s were left in the node", c)
+		}
+	}
+	for _, e := range entries {
+		h := cat.Lookup(e)
+		checked := h.Source == catalog.FromChecked
+		// fake has small's sha256: the catalog knows those bytes, whatever the file is called.
+		if want := e.FileName != "liar-2-1-x86_64.pkg.tar.zst" && e.FileName != "nobody-2-1-any.pkg.tar.zst" && e.FileName != "bloat-2-1-x86_64.pkg.tar.zst"; checked != want {
+			t.Errorf("%s: %+v, want checked: %v", e.FileName, h, want)
+		}
+		if e.FileName == "liar-2-1-x86_64.pkg.tar.zst" && h.Held {
+			t.Errorf("the liar's CID is still followed: %+v", h)
+		}
 	}
 	for c, name := range n.pins {
 		if c == dagCID(2) || c == dagCID(9) || c == dagCID(3) {
@@ -119,7 +158,7 @@ func TestRound(t *testing.T) {
 	// Nothing new: a second round holds what it has and fetches nothing.
 	rep, _ = p.Round(context.Background())
 	if rep.Fetched != 0 || rep.Held != 2 || rep.Failed != 0 {
-		t.Errorf("second round %+v: want 2 held, nothing fetched, the liar not asked again", rep)
+		t.Errorf("second round %+v: want 2 held, nothing fetched, the liars not asked again", rep)
 	}
 	// The round's limit: nothing over MaxBytes is fetched.
 	n.pins = map[cid.Cid]string{}

@@ -13,8 +13,9 @@
 // peer's credentials (SO_PEERCRED) to decide who may ask for work, and cuts off a connection that sends
 // more than MaxRequest bytes or takes longer than the deadline.
 //
-// This package uses the standard library only: the notify client that pacman's hook runs is built from
-// it without cgo.
+// This package uses the standard library and golang.org/x/sys/unix (for the peer's credentials) only:
+// the notify client that pacman's hook runs is built from it without cgo.
 //
-// It owns the wire format and the server's bounds. It must never import anything but the standard library.
+// It owns the wire format and the server's bounds. It must never import cgo, kubo, libalpm or the
+// project's other packages.
 package control

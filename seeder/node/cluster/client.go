@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
+
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node"
 )
 
 // Client talks to one cluster peer's REST API.
@@ -69,23 +71,8 @@ func (c *Client) Addr() string { return c.addr }
 // Peer is what the cluster peer behind the REST API said of itself when it was dialled.
 func (c *Client) Peer() ID { return c.peer }
 
-// Redact removes the userinfo of a URL that may not even parse.
-func Redact(s string) string {
-	scheme, rest, ok := strings.Cut(s, "://")
-	if !ok {
-		return s
-	}
-	authority, _, _ := strings.Cut(rest, "/")
-	at := strings.LastIndexByte(authority, '@')
-	if at < 0 {
-		// A password with a slash in it: better to hide too much than any of it.
-		at = strings.LastIndexByte(rest, '@')
-	}
-	if at >= 0 {
-		rest = "***@" + rest[at+1:]
-	}
-	return scheme + "://" + rest
-}
+// Redact is node.Redact: an address with its credentials replaced.
+func Redact(s string) string { return node.Redact(s) }
 
 // ID is what a cluster peer says of itself.
 type ID struct {

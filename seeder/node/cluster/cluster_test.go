@@ -137,11 +137,11 @@ func waitStatus(t *testing.T, c *cluster.Client, k cid.Cid, status string, want 
 
 func TestRedact(t *testing.T) {
 	for in, want := range map[string]string{
-		"http://admin:s3cret@127.0.0.1:9094": "http://***@127.0.0.1:9094",
+		"http://admin:s3cret@127.0.0.1:9094": "http://xxxxx@127.0.0.1:9094",
 		"http://127.0.0.1:9094":              "http://127.0.0.1:9094",
-		"https://u:p@h/path@x":               "https://***@h/path@x",
+		"https://u:p@h/path@x":               "https://xxxxx@h/path@x",
 		"not a url":                          "not a url",
-		"http://u:pa/ss@h:9094":              "http://***@h:9094",
+		"http://u:pa/ss@h:9094":              "http://xxxxx@h:9094",
 	} {
 		if got := cluster.Redact(in); got != want {
 			t.Errorf("Redact(%q) = %q, want %q", in, got, want)

@@ -71,44 +71,8 @@ func ResolveAPI(flag string) string {
 	return DefaultAPI
 }
 
-// Redact returns addr with any credentials removed, for logs and messages: whatever stands between
-// "://" and the last "@" of the host part, whether or not addr parses as a URL (a password such as
-// "50%off" does not).
-func Redact(addr string) string {
-	rest, _, _, info := splitUserinfo(addr)
-	if !info {
-		return addr
-	}
-	scheme, _, _ := strings.Cut(addr, "://")
-	return scheme + "://xxxxx@" + rest
-}
-
-// splitUserinfo takes "scheme://user:password@host/..." apart without url.Parse, which refuses
-// passwords with a stray '%': the user and password are taken literally (percent-decoded only where
-// that is valid), rest is "host/...". info says whether there was a userinfo at all.
-func splitUserinfo(addr string) (rest, user, password string, info bool) {
-	_, after, found := strings.Cut(addr, "://")
-	if !found {
-		return addr, "", "", false
-	}
-	// The userinfo ends at the last '@' before the path.
-	authority, path := after, ""
-	if i := strings.IndexAny(after, "/?#"); i >= 0 {
-		authority, path = after[:i], after[i:]
-	}
-	at := strings.LastIndex(authority, "@")
-	if at < 0 {
-		return after, "", "", false
-	}
-	user, password, _ = strings.Cut(authority[:at], ":")
-	if u, err := url.PathUnescape(user); err == nil {
-		user = u
-	}
-	if p, err := url.PathUnescape(password); err == nil {
-		password = p
-	}
-	return authority[at+1:] + path, user, password, true
-}
+// Redact is node.Redact: an address with its credentials replaced.
+func Redact(addr string) string { return node.Redact(addr) }
 
 // Client is a kubo node reached over its RPC API.
 type Client struct {
@@ -190,7 +154,7 @@ func (c *Client) dialMultiaddr(addr string, dialer *net.Dialer, tr *http.Transpo
 // dialURL sets the client up for an http(s) URL, its user:password sent as basic authorization and
 // never shown.
 func (c *Client) dialURL(addr string, hc *http.Client) error {
-	rest, user, pw, _ := splitUserinfo(addr)
+	rest, user, pw, _ := node.SplitUserinfo(addr)
 	scheme, _, _ := strings.Cut(addr, "://")
 	u, err := url.Parse(scheme + "://" + rest)
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
@@ -579,6 +543,43 @@ func (c *Client) Resolve(ctx context.Context, p string) (cid.Cid, error) {
 		return cid.Undef, fmt.Errorf("resolve %s: the node answered %q", p, out.Path)
 	}
 	return k, nil
+}
+
+// List lists the directory at p (an IPFS path), at most max entries (more: an error wrapping
+// node.ErrTooMany). It asks for neither types nor sizes, which would fetch a block per entry.
+func (c *Client) List(ctx context.Context, p string, max int) ([]node.Link, error) {
+	resp, err := c.api.Request("ls", p).Option("resolve-type", false).Option("size", false).Option("stream", true).Send(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("ls %s: %w", p, err)
+	}
+	if resp.Error != nil {
+		return nil, fmt.Errorf("ls %s: %w", p, resp.Error)
+	}
+	defer resp.Close()
+	var out []node.Link
+	dec := json.NewDecoder(resp.Output)
+	for {
+		var obj struct {
+			Objects []struct{ Links []struct{ Name, Hash string } }
+		}
+		if err := dec.Decode(&obj); err == io.EOF {
+			return out, nil
+		} else if err != nil {
+			return nil, fmt.Errorf("ls %s: %w", p, err)
+		}
+		for _, o := range obj.Objects {
+			for _, l := range o.Links {
+				k, err := cid.Decode(l.Hash)
+				if err != nil {
+					return nil, fmt.Errorf("ls %s: entry %q: %w", p, l.Name, err)
+				}
+				if len(out) >= max {
+					return out, fmt.Errorf("ls %s: %w: more than %d", p, node.ErrTooMany, max)
+				}
+				out = append(out, node.Link{Name: l.Name, CID: k})
+			}
+		}
+	}
 }
 
 // SetIndex makes the MFS directory dir hold exactly files (paths relative to dir, to CIDs) and returns

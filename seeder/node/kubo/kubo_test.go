@@ -3,6 +3,8 @@ package kubo_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -74,9 +76,14 @@ func TestRedact(t *testing.T) {
 		"http://admin:50%off@host:5001":      "http://xxxxx@host:5001",
 		"http://admin:p@ss@w0rd@host:5001/a": "http://xxxxx@host:5001/a",
 		"http://admin:s3cret@[::1]:5001":     "http://xxxxx@[::1]:5001",
-		"http://host:5001/path@x":            "http://host:5001/path@x",
+		// '/', '?' or '#' in a password (even from the root-only credential file): hidden all the same.
+		"http://admin:S3cr#etPW@host:5001": "http://xxxxx@host:5001",
+		"http://admin:s3/cret@host:5001":   "http://xxxxx@host:5001",
+		"http://admin:s3?cret@host:5001/a": "http://xxxxx@host:5001/a",
+		// An '@' after the host: better to hide too much.
+		"http://host:5001/path@x": "http://xxxxx@x",
 	} {
-		if got := kubo.Redact(in); got != want || strings.Contains(got, "s3cret") || strings.Contains(got, "off") || strings.Contains(got, "ss") {
+		if got := kubo.Redact(in); got != want || strings.Contains(got, "s3") || strings.Contains(got, "off") || strings.Contains(got, "ss") || strings.Contains(got, "etPW") {
 			t.Errorf("Redact(%q) = %q, want %q", in, got, want)
 		}
 	}
@@ -194,6 +201,40 @@ func TestSetIndex(t *testing.T) {
 	r4 := set(map[string]cid.Cid{"core/os/x86_64/a": a})
 	if got := n.IPFS(t, "resolve", "/ipfs/"+r4+"/core/os/x86_64/a"); got != "/ipfs/"+a.String() {
 		t.Errorf("after recovering from a dangling entry: %s", got)
+	}
+}
+
+// An index directory is listed by name and CID without a block per entry, HAMT-sharded ones too, and no
+// further than asked.
+func TestList(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts kubo")
+	}
+	n := kubotest.Start(t, kubotest.Options{})
+	c := dial(t, n)
+	ctx := context.Background()
+	files := map[string]cid.Cid{}
+	for i := range 3000 { // past kubo's HAMT threshold
+		files[fmt.Sprintf("core/os/x86_64/p%04d-1-1-x86_64.pkg.tar.zst", i)] = node.RawCID(sha256.Sum256([]byte{byte(i), byte(i >> 8)}))
+	}
+	root, err := c.SetIndex(ctx, "/pacman-ipfs", files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	links, err := c.List(ctx, "/ipfs/"+root.String()+"/core/os/x86_64", 10000)
+	if err != nil || len(links) != len(files) {
+		t.Fatalf("List: %d entries, %v; want %d", len(links), err, len(files))
+	}
+	for _, l := range links {
+		if want := files["core/os/x86_64/"+l.Name]; !l.CID.Equals(want) {
+			t.Errorf("%s: %s, want %s", l.Name, l.CID, want)
+		}
+	}
+	if _, err := c.List(ctx, "/ipfs/"+root.String()+"/core/os/x86_64", 100); !errors.Is(err, node.ErrTooMany) {
+		t.Errorf("a listing past its bound: %v, want ErrTooMany", err)
+	}
+	if _, err := c.List(ctx, "/ipfs/"+root.String()+"/extra/os/x86_64", 100); err == nil {
+		t.Error("a directory the index does not have was listed")
 	}
 }
 
