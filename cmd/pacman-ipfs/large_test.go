@@ -87,4 +87,3 @@ func TestLargePackageFromANeighbour(t *testing.T) {
 		})
 	}
 }
-

@@ -1,13 +1,13 @@
 package endpoint
 
 import (
-	"slices"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
