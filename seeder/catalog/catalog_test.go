@@ -93,12 +93,11 @@ func TestLookup(t *testing.T) {
 // fakeLister is a node whose index roots are a map, with roots that answer slowly or never, and that
 // counts what it is asked.
 type fakeLister struct {
-	mu      sync.Mutex
-	roots   map[string]cid.Cid              // root path -> CID; missing: never resolves
-	dirs    map[string][]node.Link          // "/ipfs/<cid>/<dir>" -> entries
-	slow    map[string]time.Duration        // root path -> time to resolve
-	lists   map[string]int                  // listings asked, by path
-	resolve func(ctx context.Context) error // nil: answers
+	mu    sync.Mutex
+	roots map[string]cid.Cid       // root path -> CID; missing: never resolves
+	dirs  map[string][]node.Link   // "/ipfs/<cid>/<dir>" -> entries
+	slow  map[string]time.Duration // root path -> time to resolve
+	lists map[string]int           // listings asked, by path
 }
 
 func (f *fakeLister) Resolve(ctx context.Context, p string) (cid.Cid, error) {
