@@ -359,6 +359,29 @@ func TestIdleExit(t *testing.T) {
 	}
 }
 
+// Any local user may read the status, so reading it is not work: asked every 100 ms, it does not keep the
+// agent from its idle exit.
+func TestStatusIsNotWork(t *testing.T) {
+	w := newWorld(t, func(o *agent.Options) { o.IdleExit = time.Second })
+	stop := time.After(10 * time.Second)
+	for {
+		select {
+		case err := <-w.done:
+			if err != nil {
+				t.Errorf("Run after idling: %v", err)
+			}
+			w.done <- nil
+			return
+		case <-stop:
+			t.Fatal("status requests every 100 ms kept the agent up past its idle exit")
+		case <-time.After(100 * time.Millisecond):
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_, _ = agent.AskStatus(ctx, w.socket) // fails once the agent is gone
+			cancel()
+		}
+	}
+}
+
 func TestControlSocket(t *testing.T) {
 	w := newWorld(t, nil)
 	send := func(raw string) control.Response {

@@ -94,7 +94,7 @@ type Server struct {
 	Auth    Authorizer
 	Handle  Handler
 	Log     *slog.Logger
-	Touched func() // called for every request served (not for refused ones), for idle tracking; may be nil
+	Touched func() // called for every request for work served (not for status, nor refused ones), for idle tracking; may be nil
 
 	wg       sync.WaitGroup
 	logMu    sync.Mutex
@@ -182,8 +182,9 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
 		_ = WriteResponse(conn, Response{Error: fmt.Sprintf("%s: only root or the agent's group may ask for work (you are uid %d)", req.Op, peer.UID)})
 		return
 	}
-	// Only a request that was served is activity: a flood of refused ones must not keep the agent up.
-	if s.Touched != nil {
+	// Only work that was asked for and allowed is activity: neither a flood of refused requests nor any
+	// local user reading the status every few seconds may keep the agent from its idle exit.
+	if s.Touched != nil && req.Op != OpStatus {
 		s.Touched()
 	}
 	_ = WriteResponse(conn, s.Handle(ctx, req, peer))
