@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -73,18 +74,26 @@ func serveMirror(t testing.TB, repo *alpmtest.Repo, ln net.Listener) *httpMirror
 		if rate > 0 {
 			w = &shapedWriter{ResponseWriter: w, rate: rate}
 		}
-		b, err := os.ReadFile(filepath.Join(repo.Dir, file))
+		f, err := os.Open(filepath.Join(repo.Dir, file))
 		if err != nil {
 			http.NotFound(w, r)
 			return
 		}
+		defer f.Close()
+		var content io.ReadSeeker = f // not read into memory: a test package may be a gigabyte
 		if bad {
+			b, err := io.ReadAll(f)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
 			b[len(b)/3] ^= 0x55
+			content = bytes.NewReader(b)
 		}
 		if strings.Contains(file, ".pkg.tar") {
 			w = countingWriter{w, &m.sent}
 		}
-		http.ServeContent(w, r, file, time.Unix(1700000000, 0), bytes.NewReader(b))
+		http.ServeContent(w, r, file, time.Unix(1700000000, 0), content)
 	})}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })

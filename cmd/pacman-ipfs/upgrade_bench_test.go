@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -53,19 +54,12 @@ func BenchmarkUpgradeMissCost(b *testing.B) {
 	m := serveMirror(b, repo, ln)
 	node := kubotest.Start(b, kubotest.Options{})
 	direct, via := alpmtest.NewSandbox(b, repo), alpmtest.NewSandbox(b, repo)
-	port := freePort(b)
-	base := "http://127.0.0.1:" + strconv.Itoa(port)
 	direct.Servers = map[string][]string{"core": {m.template()}}
-	via.Servers = map[string][]string{"core": {base + "/$repo/os/$arch", m.template()}}
 	for _, sb := range []*alpmtest.Sandbox{direct, via} {
 		sb.Options = []string{"ParallelDownloads = 5"}
 		sb.WriteConf(b)
 		sb.Pacman(b, "-Sy")
 	}
-	startAgent(b, "--pacman-conf", via.Conf, "--api", node.APIAddr, "--state-dir", b.TempDir(),
-		"--listen", filepath.Join(b.TempDir(), "control.sock"), "--http", "127.0.0.1:"+strconv.Itoa(port),
-		"--mirrorlist", mirrorlist(b, m.template()))
-	waitListening(b, port)
 	m.mu.Lock()
 	m.latency, m.rate = 30*time.Millisecond, 10_000_000
 	m.mu.Unlock()
@@ -82,9 +76,29 @@ func BenchmarkUpgradeMissCost(b *testing.B) {
 		}
 		return took
 	}
+	// Each run through the endpoint gets an agent of its own, as after a boot: none has the packages
+	// of the run before in its finished downloads, and none seeds pacman's cache (its pacman.conf names
+	// another CacheDir), so no peer, this machine included, holds any package.
+	var base string
+	fresh := func() {
+		port := freePort(b)
+		base = "http://127.0.0.1:" + strconv.Itoa(port)
+		via.Servers = map[string][]string{"core": {base + "/$repo/os/$arch", m.template()}}
+		via.WriteConf(b)
+		conf := filepath.Join(b.TempDir(), "pacman.conf")
+		text := strings.Replace(via.ConfText(), "CacheDir = "+via.CacheDir, "CacheDir = "+b.TempDir(), 1)
+		if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+			b.Fatal(err)
+		}
+		startAgent(b, "--pacman-conf", conf, "--api", node.APIAddr, "--state-dir", b.TempDir(),
+			"--listen", filepath.Join(b.TempDir(), "control.sock"), "--http", "127.0.0.1:"+strconv.Itoa(port),
+			"--mirrorlist", mirrorlist(b, m.template()))
+		waitListening(b, port)
+	}
 	var ds, vs []time.Duration
 	for range max(b.N, 3) {
 		ds = append(ds, run(direct))
+		fresh()
 		vs = append(vs, run(via))
 	}
 	d, v := medianDur(ds), medianDur(vs)

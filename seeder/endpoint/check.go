@@ -104,15 +104,9 @@ func (s *Server) fromCheck(ctx context.Context, req Request, e alpmdb.Entry, c c
 // sending waits until the flight has its first bytes, is done, or the deadline passes, and says whether
 // bytes came.
 func (f *flight) sending(ctx context.Context, deadline time.Time) bool {
-	ctx, cancel := context.WithDeadline(ctx, deadline)
-	defer cancel()
-	stop := context.AfterFunc(ctx, func() { f.mu.Lock(); f.cond.Broadcast(); f.mu.Unlock() })
-	defer stop()
+	f.waitFor(ctx, deadline, func() bool { return f.n > 0 || f.done })
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for f.n == 0 && !f.done && ctx.Err() == nil {
-		f.cond.Wait()
-	}
 	return f.n > 0
 }
 

@@ -82,6 +82,12 @@ func (s *Server) race(ctx context.Context, req Request, e alpmdb.Entry, peersOnl
 		case <-r.progress:
 			r.hedge = nil // IPFS is delivering: no second download unless it fails
 			r.ipfsProgress = true
+			if r.check.Defined() && !s.opts.PacmanWaits {
+				// A check under way may not be done by the deadline: the mirrors then start a little
+				// before it, so that pacman has their bytes when the budget runs out (and the rest from
+				// the check's copy once that is whole and right).
+				r.hedge = time.After(time.Until(r.deadline) - mirrorHeadStart)
+			}
 		case res := <-r.results:
 			b, done, err = r.finished(res)
 		}
@@ -95,6 +101,9 @@ func (s *Server) race(ctx context.Context, req Request, e alpmdb.Entry, peersOnl
 	}
 	return nil, errors.Join(r.errs...)
 }
+
+// mirrorHeadStart is how long before the deadline the mirrors start when an IPFS check is still running.
+const mirrorHeadStart = 2 * time.Second
 
 // racing is the state of one race; only the goroutine running the race touches it.
 type racing struct {

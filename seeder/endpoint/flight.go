@@ -416,16 +416,22 @@ func offsetWriter(f *os.File) io.Writer { return io.NewOffsetWriter(f, 0) }
 
 // wait blocks until the flight is done, ctx ends or the deadline passes, and says whether it is done.
 func (f *flight) wait(ctx context.Context, deadline time.Time) bool {
+	return f.waitFor(ctx, deadline, func() bool { return f.done })
+}
+
+// waitFor blocks until ready (called with f.mu held) says yes, ctx ends or the deadline passes, and
+// returns what ready says then.
+func (f *flight) waitFor(ctx context.Context, deadline time.Time, ready func() bool) bool {
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() { f.mu.Lock(); f.cond.Broadcast(); f.mu.Unlock() })
 	defer stop()
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for !f.done && ctx.Err() == nil {
+	for !ready() && ctx.Err() == nil {
 		f.cond.Wait()
 	}
-	return f.done
+	return ready()
 }
 
 // reader reads the spool from its start, following the download as it grows. It fails when the
