@@ -91,7 +91,7 @@ type agentFlags struct {
 	idleExit, quiet              time.Duration
 	httpAddr, mirrorlist         string
 	indexes                      multiFlag
-	hedge, budget                time.Duration
+	hedge, budget, mirrorCheck   time.Duration
 	lanIndex, lanFetch, prefetch bool
 }
 
@@ -110,7 +110,8 @@ func parseAgentFlags(args []string) (*agentFlags, error) {
 		fs.BoolVar(&f.lanIndex, "lan-index", true, "publish the index under the node's own key (/ipns/<peer ID>) and look up the LAN neighbours' (--lan-index=false: neither)")
 		fs.BoolVar(&f.lanFetch, "lan-fetch", true, "a package no peer has is fetched from the mirrors by one LAN machine, elected per package, and streamed to the others as it arrives; this machine serves its neighbours the same way (needs --lan-index and the node's Experimental.Libp2pStreamMounting)")
 		fs.BoolVar(&f.prefetch, "prefetch", false, "after new sync dbs, fetch into the node (not into pacman's cache) the upgrades of installed packages that LAN neighbours hold, so that -Su finds them here (needs --lan-index)")
-		fs.DurationVar(&f.budget, "verify-budget", 6*time.Second, "how long a download may take to be checked before any of it goes to pacman (which gives up after 10 s without data)")
+		fs.DurationVar(&f.budget, "verify-budget", 6*time.Second, "how long a peer's copy may take to be checked before any of it goes to pacman (which gives up after 10 s without data)")
+		fs.DurationVar(&f.mirrorCheck, "mirror-check", 0, "hold a mirror's download back this long (within --verify-budget) to check it whole first, so that a tampered mirror is replaced by the next before pacman sees a byte (0: stream a mirror's bytes as they arrive, as pacman would take them; the end is held back until the whole file matched)")
 	})
 	return f, err
 }
@@ -264,7 +265,7 @@ func (p *agentParts) buildEndpoint(f *agentFlags, cfg *alpmdb.Config, figures *e
 	p.ep = endpoint.New(endpoint.Options{
 		Catalog: p.cat, Node: p.api, Metrics: figures, Owner: owner,
 		AgentMetrics: func(w io.Writer) { agentMetrics(w, p.agent, p.lan, p.pf, p.cat) },
-		Mirrors:      mirrors, Hedge: f.hedge, Budget: f.budget, SpoolDir: spool, Log: p.log,
+		Mirrors:      mirrors, Hedge: f.hedge, Budget: f.budget, MirrorCheck: f.mirrorCheck, SpoolDir: spool, Log: p.log,
 		Signatures: pacmanKeyring(cfg, p.log), Served: p.drops.enqueue, PacmanWaits: cfg.DisableDownloadTimeout,
 		Page:      func(ctx context.Context) endpoint.PageData { return pageData(ctx, p.agent, p.api, p.lan) },
 		TallyFile: filepath.Join(f.c.stateDir, tallyFile),

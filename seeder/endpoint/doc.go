@@ -11,7 +11,8 @@
 // fetch.go): pacman keeps what a failed download wrote and resumes it elsewhere, so an abort cannot take
 // a wrong byte back.
 //
-// It owns the race, the shared upstream downloads, the LAN protocol's server and the status page. It must
-// never write to pacman's cache, send pacman a byte not yet checked (bar a mirror streamed past the budget,
-// as pacman itself would), listen off loopback, or import the reconcile.
+// It owns the race, the shared upstream downloads and IPFS checks, the LAN protocol's server and the
+// status page. It must never write to pacman's cache, send pacman a peer's byte not yet checked (a
+// mirror's stream as pacman itself would take it, its end held back), look anything up on the network
+// before deciding a request, listen off loopback, or import the reconcile.
 package endpoint

@@ -17,19 +17,21 @@ import (
 
 // pacman 6.0 keeps what a failed download wrote (<file>.part) and resumes it from its next server with
 // "Range: bytes=N-": a wrong byte that reaches pacman cannot be taken back, even when the transfer is
-// aborted before the end. So a package's bytes go to pacman only once they are known to be right:
+// aborted before the end. So a peer's bytes go to pacman only once they are known to be right:
 //
 //   - from IPFS under a trusted CID, as they arrive: kubo checks every block against its CID, and the CID
 //     follows from the db's sha256 (one block, at most 1 MiB), or this machine computed it from a file it
-//     verified (it seeds the package), or this endpoint checked it once already (see below);
-//   - from IPFS under a CID that only an index claims: the whole file is fetched into the node and hashed
-//     first, then streamed from the node's own blocks; the CID is trusted from then on;
-//   - from a mirror: the whole file is spooled to disk and hashed first; a mismatch tries the next mirror.
+//     verified (it seeds the package), or a check here found it right (see below);
+//   - from IPFS under a CID that only an index claims: an IPFS check (check.go) fetches the whole file,
+//     spools and hashes it first, then serves the spool; the CID is trusted from then on;
+//   - from the LAN machine elected for the package: spooled and hashed whole first (flight.go).
 //
-// pacman gives up on a server that sends nothing for 10 seconds, so checking has a budget (Budget,
-// default 6 s from the request). A mirror download still running when it runs out is streamed from then
-// on, unchecked, exactly as pacman would have fetched it from that mirror itself; an unchecked IPFS
-// download is dropped for the mirrors.
+// pacman gives up on a server that sends nothing for 10 seconds, so checking a peer's copy has a budget
+// (Budget, default 6 s from the request); past it pacman gets its mirrors' bytes, and a check still
+// running goes on (and may take over the stream: switcher). A mirror's bytes are pacman's own trust:
+// they stream as they arrive, as pacman would have fetched them from that mirror itself, unless
+// MirrorCheck holds them back to be checked whole first. Every stream goes through a check of size and
+// sha256 that holds back its last 64 KiB: pacman never gets a wrong file as a success.
 
 // body is a package's bytes from one source, ready for pacman.
 type body struct {

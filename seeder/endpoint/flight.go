@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -44,6 +45,7 @@ type flight struct {
 	n        int64  // bytes in file
 	source   string // where the current generation comes from
 	modified string // the Last-Modified its source sent
+	lan      bool   // the current generation is a neighbour's: no byte of it is streamed unchecked
 	// relay: the flight is asking a neighbour; deciding: it has not decided yet whether to. Such a
 	// flight is not passed on to neighbours: two machines that elected each other would wait on each
 	// other.
@@ -375,6 +377,7 @@ func (f *flight) newGeneration(spool *os.File, source, modified string) {
 		f.file.Close()
 	}
 	f.file, f.n, f.source, f.modified = spool, 0, source, modified
+	f.lan = strings.HasPrefix(source, "lan:")
 	f.gen++
 	f.cond.Broadcast()
 }
@@ -437,18 +440,35 @@ func (f *flight) waitFor(ctx context.Context, deadline time.Time, ready func() b
 // reader reads the spool from its start, following the download as it grows. It fails when the
 // generation it started on is dropped, and when the flight fails. Closing it releases the reference the
 // caller holds.
-func (f *flight) reader(ctx context.Context) io.ReadCloser {
+func (f *flight) reader(ctx context.Context) io.ReadCloser { return f.newTail(ctx, false) }
+
+// mirrorReader is reader for a stream to pacman before the flight is done: it never reads what a
+// neighbour sends (that is read only once the flight is done and right), only a mirror's generation.
+func (f *flight) mirrorReader(ctx context.Context) io.ReadCloser { return f.newTail(ctx, true) }
+
+func (f *flight) newTail(ctx context.Context, mirrorsOnly bool) *tail {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return &tail{f: f, ctx: ctx, gen: f.gen}
+	t := &tail{f: f, ctx: ctx, mirrorsOnly: mirrorsOnly}
+	if t.may() {
+		t.gen = f.gen
+	}
+	return t
 }
 
 type tail struct {
-	f      *flight
-	ctx    context.Context
-	gen    int
-	off    int64
-	closed sync.Once
+	f           *flight
+	ctx         context.Context
+	gen         int // the generation read; 0 until one it may read is there
+	off         int64
+	mirrorsOnly bool
+	closed      sync.Once
+}
+
+// may says whether the tail may read the flight's current generation. f.mu is held.
+func (t *tail) may() bool {
+	f := t.f
+	return !t.mirrorsOnly || !f.lan || f.done && f.err == nil
 }
 
 func (t *tail) Read(p []byte) (int, error) {
@@ -464,9 +484,9 @@ func (t *tail) Read(p []byte) (int, error) {
 		case t.gen != f.gen && t.gen != 0:
 			f.mu.Unlock()
 			return 0, fmt.Errorf("%w: the download from %s was dropped", ErrMismatch, f.source)
-		case t.gen == 0 && f.gen > 0:
-			t.gen = f.gen // the first source had not answered when the reader was made
-		case t.off < f.n:
+		case t.gen == 0 && f.gen > 0 && t.may():
+			t.gen = f.gen // the first source (it may read) had not answered when the reader was made
+		case t.gen != 0 && t.off < f.n:
 			file, n := f.file, min(int64(len(p)), f.n-t.off)
 			f.mu.Unlock()
 			k, err := file.ReadAt(p[:n], t.off)
@@ -478,7 +498,7 @@ func (t *tail) Read(p []byte) (int, error) {
 		case f.done && f.err != nil:
 			f.mu.Unlock()
 			return 0, f.err
-		case f.done:
+		case f.done && t.gen != 0:
 			f.mu.Unlock()
 			return 0, io.EOF
 		default:
@@ -492,9 +512,11 @@ func (t *tail) Close() error {
 	return nil
 }
 
-// fromMirrors gets the package through the flight for it: once the flight has the whole file and it
-// checked out, from the spool; a flight still running when the deadline passes is streamed from then on,
-// unchecked (the handler's verifier still holds back the end until the whole file matched).
+// fromMirrors gets the package through the flight for it. A neighbour's bytes only once the flight has
+// them whole and checked (by the deadline; then pacman gets its mirrors' bytes, unshared). A mirror's
+// bytes as they arrive, as pacman would take them from that mirror itself, unless the flight is done and
+// checked within Options.MirrorCheck (then from the spool, and a tampered mirror was replaced by the next
+// one before pacman saw a byte); the handler's verifier holds back the end until the whole file matched.
 func (s *Server) fromMirrors(ctx context.Context, req Request, e alpmdb.Entry, deadline time.Time) (*body, error) {
 	f, err := s.join(req, e, true)
 	if errors.Is(err, errBusy) {
@@ -506,7 +528,7 @@ func (s *Server) fromMirrors(ctx context.Context, req Request, e alpmdb.Entry, d
 	if err != nil {
 		return nil, err
 	}
-	if f.wait(ctx, deadline) {
+	if f.checkedFirst(ctx, deadline, s.opts.MirrorCheck) {
 		f.mu.Lock()
 		err, source, modified := f.err, f.source, f.modified
 		f.mu.Unlock()
@@ -532,8 +554,8 @@ func (s *Server) fromMirrors(ctx context.Context, req Request, e alpmdb.Entry, d
 	source, n, modified := cmp.Or(f.source, "mirror"), f.n, f.modified
 	f.mu.Unlock()
 	s.metrics.unchecked.Add(1)
-	s.log.Info("upstream too slow to check first: streamed unchecked", "source", source, "file", e.FileName, "checked", n, "of", e.Size)
-	return &body{source: source, r: f.reader(ctx), modified: modified}, nil
+	s.log.Debug("a mirror's bytes streamed as they arrive", "source", source, "file", e.FileName, "spooled", n, "of", e.Size)
+	return &body{source: source, r: f.mirrorReader(ctx), modified: modified}, nil
 }
 
 // passThrough streams the package from the first mirror that sends it, unshared and unspooled (the
@@ -557,6 +579,24 @@ func (s *Server) passThrough(ctx context.Context, req Request) (*body, error) {
 		return nil, errors.New("no mirror configured")
 	}
 	return nil, errors.Join(errs...)
+}
+
+// checkedFirst waits while the flight asks the neighbour elected for the package (by the deadline), then
+// while it downloads from the mirrors for at most mirrorCheck more (by the deadline too), and says
+// whether it is done.
+func (f *flight) checkedFirst(ctx context.Context, deadline time.Time, mirrorCheck time.Duration) bool {
+	f.waitFor(ctx, deadline, func() bool { return f.done || !f.relay && !f.deciding })
+	f.mu.Lock()
+	done, onMirrors := f.done, !f.relay && !f.deciding
+	f.mu.Unlock()
+	if done || !onMirrors || mirrorCheck <= 0 || ctx.Err() != nil {
+		return done
+	}
+	until := time.Now().Add(mirrorCheck)
+	if deadline.Before(until) {
+		until = deadline
+	}
+	return f.wait(ctx, until)
 }
 
 // newSpool makes an unlinked file in the spool directory: gone with its descriptor, whatever happens.

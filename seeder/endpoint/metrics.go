@@ -27,7 +27,7 @@ type Metrics struct {
 	verifyFailed  atomic.Int64 // a source's bytes did not match the sync db
 	clientGone    atomic.Int64 // clients that hung up or stopped reading before the end
 	notFound      atomic.Int64 // peers-only requests no peer could answer (404)
-	unchecked     atomic.Int64 // mirror downloads streamed past the budget, unchecked
+	unchecked     atomic.Int64 // mirror downloads streamed as they arrived rather than checked whole first
 	loopsRefused  atomic.Int64 // requests that already passed an endpoint and were not sent upstream
 	signaturesLAN atomic.Int64 // signatures taken from peers after a keyring check
 	relayed       atomic.Int64 // packages fetched through the neighbour elected for them (cut-through)
@@ -88,7 +88,7 @@ func (s *Server) writeMetrics(w http.ResponseWriter) {
 		{"pacman_ipfs_endpoint_verification_failures_total", "Sources whose bytes did not match the sync db.", &m.verifyFailed},
 		{"pacman_ipfs_endpoint_client_aborts_total", "Downloads the client ended before the last byte (hung up, or stopped reading).", &m.clientGone},
 		{"pacman_ipfs_endpoint_not_found_total", "Peers-only requests (CacheServer) no peer could answer.", &m.notFound},
-		{"pacman_ipfs_endpoint_unchecked_total", "Mirror downloads streamed unchecked past the budget.", &m.unchecked},
+		{"pacman_ipfs_endpoint_streamed_total", "Mirror downloads streamed to pacman as they arrived (checked on the way, the end held back), rather than checked whole first.", &m.unchecked},
 		{"pacman_ipfs_endpoint_loops_refused_total", "Requests that had passed an endpoint already and were not sent upstream.", &m.loopsRefused},
 		{"pacman_ipfs_endpoint_peer_signatures_total", "Signatures taken from peers after the keyring check.", &m.signaturesLAN},
 		{"pacman_ipfs_endpoint_relayed_total", "Packages fetched through the LAN machine elected to download them from its mirrors.", &m.relayed},

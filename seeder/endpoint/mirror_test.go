@@ -455,32 +455,44 @@ func TestPeerSignatureOnlyWhenValid(t *testing.T) {
 	}
 }
 
-// A tampered mirror first, a good one second: pacman gets the right file, and never a byte of the
+// A tampered mirror first, a good one second. By default a mirror's bytes stream as they arrive, as
+// pacman would take them from that mirror itself: the transfer is cut short of its end, never a success
+// with wrong bytes. With MirrorCheck, pacman gets the good mirror's file and never a byte of the
 // tampered one (it would keep them in its .part and resume elsewhere).
 func TestTamperedMirrorThenGoodMirror(t *testing.T) {
 	small := nodetest.Bytes(1, 300<<10)
-	bad, good := newMirror(t), newMirror(t)
 	tampered := bytes.Clone(small)
 	tampered[1000] ^= 1
-	bad.files["/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst"] = tampered
-	good.files["/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst"] = small
-	ix := alpmdb.NewIndex([]alpmdb.Entry{{Repo: "core", FileName: "small-1-1-x86_64.pkg.tar.zst", Size: int64(len(small)), SHA256: sha256.Sum256(small)}})
-	srv := httptest.NewServer(New(Options{
-		Catalog: testCatalog(ix, nil, nil), Node: &fakeIPFS{files: map[cid.Cid][]byte{}},
-		Mirrors: []string{bad.URL + "/$repo/os/$arch", good.URL + "/$repo/os/$arch"}, Hedge: 50 * time.Millisecond,
-	}))
-	t.Cleanup(srv.Close)
-	resp, err := http.Get(srv.URL + "/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil || resp.StatusCode != 200 || !bytes.Equal(b, small) {
-		t.Errorf("%d, %d bytes, %v: want the good mirror's file", resp.StatusCode, len(b), err)
-	}
-	if len(bad.requests()) != 1 || len(good.requests()) != 1 {
-		t.Errorf("requests: tampered %v, good %v", bad.requests(), good.requests())
+	for _, tt := range []struct {
+		name        string
+		mirrorCheck time.Duration
+	}{{"as pacman would", 0}, {"checked first", time.Second}} {
+		t.Run(tt.name, func(t *testing.T) {
+			bad, good := newMirror(t), newMirror(t)
+			bad.files["/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst"] = tampered
+			good.files["/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst"] = small
+			ix := alpmdb.NewIndex([]alpmdb.Entry{{Repo: "core", FileName: "small-1-1-x86_64.pkg.tar.zst", Size: int64(len(small)), SHA256: sha256.Sum256(small)}})
+			srv := httptest.NewServer(New(Options{
+				Catalog: testCatalog(ix, nil, nil), Node: &fakeIPFS{files: map[cid.Cid][]byte{}}, MirrorCheck: tt.mirrorCheck,
+				Mirrors: []string{bad.URL + "/$repo/os/$arch", good.URL + "/$repo/os/$arch"}, Hedge: 50 * time.Millisecond,
+			}))
+			t.Cleanup(srv.Close)
+			resp, err := http.Get(srv.URL + "/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst")
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			switch {
+			case tt.mirrorCheck > 0 && (err != nil || resp.StatusCode != 200 || !bytes.Equal(b, small)):
+				t.Errorf("%d, %d bytes, %v: want the good mirror's file", resp.StatusCode, len(b), err)
+			case tt.mirrorCheck == 0 && (err == nil || len(b) >= len(small)):
+				t.Errorf("%d, %d bytes, %v: want a transfer cut short of its end", resp.StatusCode, len(b), err)
+			}
+			if len(bad.requests()) != 1 {
+				t.Errorf("requests: tampered %v, good %v", bad.requests(), good.requests())
+			}
+		})
 	}
 }
 

@@ -44,9 +44,14 @@ type Options struct {
 	AgentMetrics func(io.Writer)
 	// Hedge is how long IPFS has to deliver first bytes before the mirrors start too. Default 300 ms.
 	Hedge time.Duration
-	// Budget is how long, from the request, a download may take to be checked before any of it goes to
-	// pacman, which gives up on a server that sends nothing for 10 s. Default 6 s.
+	// Budget is how long, from the request, a peer's copy may take to be checked before any of it goes
+	// to pacman, which gives up on a server that sends nothing for 10 s. Default 6 s.
 	Budget time.Duration
+	// MirrorCheck is how long a mirror's download is held back to be checked whole first (within the
+	// Budget): a tampered mirror is then replaced by the next one before pacman sees a byte, at the cost
+	// of the wait. 0 (the default): a mirror's bytes stream as they arrive, as pacman would take them
+	// from that mirror itself, checked on the way with the end held back.
+	MirrorCheck time.Duration
 	// WriteStall bounds how long one write to a client may block: a client (pacman, a neighbour) that
 	// stops reading is cut off instead of holding its connection, a download's reference and its spool
 	// for as long as it likes. Default 30 s.
