@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -80,6 +83,7 @@ func BenchmarkLargeFromANeighbour(b *testing.B) {
 		}
 		return time.Since(start)
 	}
+	var split []string
 	viaEndpoint := func(mirror string, waits bool) time.Duration {
 		n := kubotest.Start(b, kubotest.Options{Filestore: true})
 		defer n.Stop(b)
@@ -93,7 +97,7 @@ func BenchmarkLargeFromANeighbour(b *testing.B) {
 			sb.Options = []string{"DisableDownloadTimeout"}
 		}
 		sb.WriteConf(b)
-		startAgent(b, "--pacman-conf", sb.Conf, "--api", n.APIAddr, "--state-dir", b.TempDir(),
+		logs := startAgent(b, "--pacman-conf", sb.Conf, "--api", n.APIAddr, "--state-dir", b.TempDir(),
 			"--listen", filepath.Join(b.TempDir(), "control.sock"), "--http", "127.0.0.1:"+strconv.Itoa(port),
 			"--mirrorlist", mirrorlist(b, mirror), "--index", index, "--lan-index=false")
 		waitListening(b, port)
@@ -104,6 +108,7 @@ func BenchmarkLargeFromANeighbour(b *testing.B) {
 		if peer := metricValue(b, base, `pacman_ipfs_endpoint_bytes_total{source="peer"}`); peer <= 0 {
 			b.Fatalf("the package did not come from the neighbour")
 		}
+		split = append(split, checkSplit(b, logs, start))
 		return took
 	}
 	downCat, downVia := cat(), viaEndpoint(down, true)
@@ -115,6 +120,7 @@ func BenchmarkLargeFromANeighbour(b *testing.B) {
 	b.ReportMetric(downVia.Seconds()/downCat.Seconds(), "x-cat-uplink-down")
 	b.ReportMetric(upVia.Seconds(), "mirror-up-s")
 	b.ReportMetric(upVia.Seconds()/upCat.Seconds(), "x-cat-mirror-up")
+	b.Logf("where the time went: %s", strings.Join(split, "; "))
 	b.Logf("a %.0f MB package a neighbour seeds, its CID from the neighbour's index: uplink down, DisableDownloadTimeout: pacman -Sw through the endpoint %s, ipfs cat %s: %.2fx; mirror up at 10 MB/s: %s, ipfs cat %s: %.2fx, the mirror sent %.1f MB (goal: at most 1.25x)",
 		size/1e6, downVia.Round(time.Millisecond), downCat.Round(time.Millisecond), downVia.Seconds()/downCat.Seconds(),
 		upVia.Round(time.Millisecond), upCat.Round(time.Millisecond), upVia.Seconds()/upCat.Seconds(), float64(sent)/1e6)
@@ -131,4 +137,23 @@ func trimNL(s string) string {
 func closedPort(t testing.TB) string {
 	t.Helper()
 	return "http://127.0.0.1:" + strconv.Itoa(freePort(t)) + "/$repo/os/$arch"
+}
+
+// checkSplit reads from the agent's log when the neighbour's copy was checked and when pacman had the
+// package, from start: the check, then the delivery to pacman.
+func checkSplit(t testing.TB, logs string, start time.Time) string {
+	t.Helper()
+	b, _ := os.ReadFile(logs)
+	at := func(msg string) time.Duration {
+		m := regexp.MustCompile(`time=(\S+) level=\S+ msg="` + regexp.QuoteMeta(msg)).FindStringSubmatch(string(b))
+		if m == nil {
+			return -1
+		}
+		ts, err := time.Parse(time.RFC3339Nano, m[1])
+		if err != nil {
+			return -1
+		}
+		return ts.Sub(start).Round(time.Millisecond)
+	}
+	return fmt.Sprintf("checked at %s, delivered at %s", at("a neighbour's copy checked"), at("package served"))
 }
