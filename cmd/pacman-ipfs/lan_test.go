@@ -23,6 +23,7 @@ import (
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb/alpmtest"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo/kubotest"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/prefetch"
 )
@@ -301,7 +302,11 @@ func TestLANPackagedNodesMeetAndShare(t *testing.T) {
 	t.Logf("mDNS: every node saw both others %s after the agents started; B's status: %v", took.Round(time.Millisecond), b.status(t).Node.LANPeers)
 
 	// large's CID is in A's index only, which B and C find under /ipns/<A's peer ID>.
-	aID := a.status(t).Node.ID
+	stA := a.status(t)
+	aID := stA.Node.ID
+	if stA.Node.Network != kubo.NetworkLAN {
+		t.Errorf("the packaged node's network: %q, want %q (the LAN only, by default)", stA.Node.Network, kubo.NetworkLAN)
+	}
 	for _, h := range []*lanHost{b, c} {
 		within(t, 60*time.Second, h.name+" finds A's index", func() bool {
 			logs, _ := os.ReadFile(h.logs)

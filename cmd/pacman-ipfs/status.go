@@ -94,6 +94,9 @@ type nodeStatus struct {
 	// BitswapRace says why the node may never fetch from a neighbour met while it started (an old
 	// boxo); empty when its bitswap has the fix.
 	BitswapRace string `json:"bitswap_race,omitempty"`
+	// Network is the network the node's configuration joins: "lan" (mDNS neighbours only) or "public"
+	// (what it seeds is announced to the world); empty when the node did not say.
+	Network string `json:"network,omitempty"`
 }
 
 type syncStatus struct {
@@ -168,6 +171,7 @@ func (n *nodeStatus) describe(ctx context.Context, node *kubo.Client) error {
 	n.LANPeers = peers
 	// Not every node answers version/deps (an older kubo, another implementation): no verdict then.
 	n.BitswapRace, _ = node.BitswapStartRace(ctx)
+	n.Network, _ = node.Network(ctx)
 	return nil
 }
 
@@ -283,6 +287,12 @@ func printNode(w io.Writer, n *nodeStatus) {
 			fmt.Fprintf(w, " %s", p.Addr)
 		}
 		fmt.Fprintln(w)
+		switch n.Network {
+		case kubo.NetworkLAN:
+			fmt.Fprintln(w, "network:   the LAN only (no bootstrap peers, no delegated routing): what it seeds stays on the LAN")
+		case kubo.NetworkPublic:
+			fmt.Fprintln(w, "network:   the public IPFS network: the packages it seeds and its index are announced to the world")
+		}
 		if n.BitswapRace != "" {
 			fmt.Fprintf(w, "warning:   %s\n", n.BitswapRace)
 		}

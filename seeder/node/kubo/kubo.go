@@ -198,6 +198,49 @@ func (c *Client) Info(ctx context.Context) (Info, error) {
 	return c.info, nil
 }
 
+// The networks a node can be on (Network).
+const (
+	// NetworkLAN: no bootstrap peers, no autoconf, no delegated routers: the node meets its mDNS
+	// neighbours only, and what it provides or publishes stays on the LAN.
+	NetworkLAN = "lan"
+	// NetworkPublic: the node joins the public IPFS network: what it seeds is announced to the world.
+	NetworkPublic = "public"
+)
+
+// Network says which network the node's configuration joins, NetworkLAN or NetworkPublic.
+func (c *Client) Network(ctx context.Context) (string, error) {
+	get := func(key string) (any, error) {
+		var out struct{ Value any }
+		err := c.api.Request("config", key).Exec(ctx, &out)
+		if err != nil && strings.Contains(err.Error(), "not found") {
+			return nil, nil // an older kubo without the key
+		}
+		return out.Value, err
+	}
+	var vals [3]any
+	for i, key := range []string{"Bootstrap", "AutoConf.Enabled", "Routing.DelegatedRouters"} {
+		v, err := get(key)
+		if err != nil {
+			return "", fmt.Errorf("read %s: %w", key, err)
+		}
+		vals[i] = v
+	}
+	return networkOf(vals[0], vals[1], vals[2]), nil
+}
+
+// networkOf classifies a node's Bootstrap, AutoConf.Enabled and Routing.DelegatedRouters: the LAN only
+// when it has no bootstrap peer, autoconf off (it would fetch public ones) and no delegated router.
+func networkOf(bootstrap, autoconf, routers any) string {
+	empty := func(v any) bool {
+		l, ok := v.([]any)
+		return v == nil || ok && len(l) == 0
+	}
+	if on, ok := autoconf.(bool); empty(bootstrap) && empty(routers) && (ok && !on) {
+		return NetworkLAN
+	}
+	return NetworkPublic
+}
+
 // repoPath asks where the node's repo is: the daemon's $IPFS_PATH when it was started with one (cheap),
 // else `repo stat`, which knows but counts every block to answer.
 func (c *Client) repoPath(ctx context.Context) (string, error) {
