@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/endpoint"
@@ -48,8 +51,9 @@ func newLANLink(api *lazyKubo, x *lanindex.Exchange, log *slog.Logger) (*lanLink
 func (l *lanLink) run(ctx context.Context, h http.HandlerFunc, busy func() (done func())) error {
 	g := newGroup(ctx, l.log)
 	srv := boundedServer(h, busy, l.log)
+	srv.ConnContext = peerContext // each neighbour gets a bounded share (endpoint.ServeLAN)
 	g.Go("LAN listener", func(ctx context.Context) error {
-		return serveBounded(ctx, srv, l.ln, maxLANConns)
+		return serveBounded(ctx, srv, peerListener{l.ln}, maxLANConns)
 	})
 	g.Go("LAN registration", func(ctx context.Context) error { l.keep(ctx); return nil })
 	err := g.Wait()
@@ -158,4 +162,72 @@ func score(peer string, sum [sha256.Size]byte) [sha256.Size]byte {
 	h.Write([]byte(peer))
 	h.Write(sum[:])
 	return [sha256.Size]byte(h.Sum(nil))
+}
+
+// peerListener accepts the connections the node opens for neighbours' streams (p2p listen
+// --report-peer-id): each starts with "<peer ID>\n", read off before the stream's own bytes.
+type peerListener struct{ net.Listener }
+
+func (l peerListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &peerConn{Conn: c}, nil
+}
+
+// peerConn is such a connection. The peer ID is read at the first Read (the HTTP server's, in the
+// connection's own goroutine), so that Accept never waits on a neighbour.
+type peerConn struct {
+	net.Conn
+	once sync.Once
+	mu   sync.Mutex
+	peer string
+	err  error
+}
+
+// maxPeerIDLine bounds the line the node writes (a peer ID is about 52 characters).
+const maxPeerIDLine = 128
+
+func (c *peerConn) Read(p []byte) (int, error) {
+	c.once.Do(c.readPeer)
+	if c.err != nil {
+		return 0, c.err
+	}
+	return c.Conn.Read(p)
+}
+
+// readPeer reads the first line a byte at a time: nothing of the stream itself is consumed.
+func (c *peerConn) readPeer() {
+	var b [1]byte
+	id := make([]byte, 0, 64)
+	for len(id) <= maxPeerIDLine {
+		if _, err := io.ReadFull(c.Conn, b[:]); err != nil {
+			c.err = err
+			return
+		}
+		if b[0] == '\n' {
+			c.mu.Lock()
+			c.peer = string(id)
+			c.mu.Unlock()
+			return
+		}
+		id = append(id, b[0])
+	}
+	c.err = errors.New("the node reported no peer ID for this stream")
+}
+
+// Peer is the neighbour the stream comes from ("" before the first Read).
+func (c *peerConn) Peer() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.peer
+}
+
+// peerContext is the LAN server's ConnContext: its requests carry the neighbour they come from.
+func peerContext(ctx context.Context, c net.Conn) context.Context {
+	if pc, ok := c.(*peerConn); ok {
+		return endpoint.WithPeer(ctx, pc.Peer)
+	}
+	return ctx
 }

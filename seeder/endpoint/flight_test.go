@@ -251,3 +251,53 @@ func TestTricklingNeighbourNeverReachesPacman(t *testing.T) {
 		t.Error("the neighbour's bytes reached the client")
 	}
 }
+
+// Each neighbour gets a bounded share of the downloads served to the LAN: the fifth request of one peer
+// at once is refused while another peer is still served.
+func TestEveryNeighbourHasABoundedShare(t *testing.T) {
+	data := nodetest.Bytes(13, 1<<20)
+	m := newLANMachine(t, data, 256<<10) // four seconds a download: the requests overlap
+	lan := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		peer := r.Header.Get("X-Test-Peer") // what kubo reports before the stream, in production
+		m.srv.ServeLAN(w, r.WithContext(WithPeer(r.Context(), func() string { return peer })))
+	}))
+	t.Cleanup(lan.Close)
+	sum := sha256.Sum256(data)
+	get := func(peer string) int {
+		req, _ := http.NewRequest("GET", lan.URL+LANPrefix+"/core/os/x86_64/"+flightFile, nil)
+		req.Header.Set(lanSumHeader, hex.EncodeToString(sum[:]))
+		req.Header.Set("X-Test-Peer", peer)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Error(err)
+			return 0
+		}
+		defer resp.Body.Close()
+		io.Copy(io.Discard, resp.Body)
+		return resp.StatusCode
+	}
+	codes := make(chan int, maxPeerStreams)
+	for range maxPeerStreams {
+		go func() { codes <- get("12D3KooWGreedy") }()
+	}
+	// The greedy peer's four downloads are running (its slots are taken first thing in ServeLAN).
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		m.srv.peersMu.Lock()
+		n := m.srv.peerStreams["12D3KooWGreedy"]
+		m.srv.peersMu.Unlock()
+		if n == maxPeerStreams || time.Now().After(deadline) {
+			break
+		}
+	}
+	if code := get("12D3KooWGreedy"); code != http.StatusServiceUnavailable {
+		t.Errorf("the greedy peer's fifth request: %d, want 503", code)
+	}
+	if code := get("12D3KooWOther"); code != http.StatusOK {
+		t.Errorf("another peer while the greedy one holds its share: %d, want 200", code)
+	}
+	for range maxPeerStreams {
+		if code := <-codes; code != http.StatusOK {
+			t.Errorf("one of the greedy peer's four: %d", code)
+		}
+	}
+}

@@ -35,9 +35,49 @@ const lanHello = "pacman-ipfs\n"
 // lanSumHeader carries the sha256 the asker's sync db lists for the file.
 const lanSumHeader = "X-Pacman-Ipfs-Sha256"
 
-// maxLANStreams bounds the neighbours' downloads served at once; more are refused (503) and the asker
-// goes to its mirrors.
-const maxLANStreams = 16
+// maxLANStreams bounds the neighbours' downloads served at once, maxPeerStreams one neighbour's; more
+// are refused (503) and the asker goes to its mirrors. So no neighbour (nor many identities of one: a
+// share of 16 at most, of a table of 64) can take the download slots this machine's pacman needs.
+const (
+	maxLANStreams  = 16
+	maxPeerStreams = 4
+)
+
+// peerKey is the context key of the neighbour a LAN request comes from.
+type peerKey struct{}
+
+// WithPeer returns ctx carrying who a LAN request comes from: peer says it (kubo's stream mounting
+// reports the remote peer ID before the stream's bytes, so it is known once the request has been read).
+func WithPeer(ctx context.Context, peer func() string) context.Context {
+	return context.WithValue(ctx, peerKey{}, peer)
+}
+
+// peerOf is the neighbour r comes from; "" when nobody said (all such requests share one share).
+func peerOf(r *http.Request) string {
+	if f, ok := r.Context().Value(peerKey{}).(func() string); ok {
+		return f()
+	}
+	return ""
+}
+
+// takePeerSlot takes one of peer's download slots; false when it has all of them.
+func (s *Server) takePeerSlot(peer string) bool {
+	s.peersMu.Lock()
+	defer s.peersMu.Unlock()
+	if s.peerStreams[peer] >= maxPeerStreams {
+		return false
+	}
+	s.peerStreams[peer]++
+	return true
+}
+
+func (s *Server) releasePeerSlot(peer string) {
+	s.peersMu.Lock()
+	defer s.peersMu.Unlock()
+	if s.peerStreams[peer]--; s.peerStreams[peer] <= 0 {
+		delete(s.peerStreams, peer)
+	}
+}
 
 // ServeLAN answers a neighbour's request for a package. It is the handler of the listener the node
 // hands lanindex.Protocol streams to.
@@ -51,6 +91,13 @@ func (s *Server) ServeLAN(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, msg, code)
 		return
 	}
+	peer := peerOf(r)
+	if !s.takePeerSlot(peer) {
+		s.metrics.lanRefused.Add(1)
+		http.Error(w, fmt.Sprintf("%d downloads of yours at once already", maxPeerStreams), http.StatusServiceUnavailable)
+		return
+	}
+	defer s.releasePeerSlot(peer)
 	select {
 	case s.lanStreams <- struct{}{}:
 		defer func() { <-s.lanStreams }()

@@ -96,11 +96,13 @@ type Server struct {
 	stop    context.CancelFunc
 	running sync.WaitGroup
 
-	flightsMu  sync.Mutex
-	flights    map[flightKey]*flight // downloads and IPFS checks, running or kept a while
-	lanStreams chan struct{}         // neighbours' downloads being served
-	lanClient  *http.Client
-	today      *dayTally
+	flightsMu   sync.Mutex
+	flights     map[flightKey]*flight // downloads and IPFS checks, running or kept a while
+	lanStreams  chan struct{}         // neighbours' downloads being served
+	peersMu     sync.Mutex
+	peerStreams map[string]int // each neighbour's downloads being served
+	lanClient   *http.Client
+	today       *dayTally
 }
 
 // New returns a Server.
@@ -130,7 +132,7 @@ func New(opts Options) *Server {
 		opts.Metrics = NewMetrics()
 	}
 	s := &Server{opts: opts, log: opts.Log, cat: opts.Catalog, metrics: opts.Metrics, today: newDayTally(opts.TallyFile, opts.Log, time.Now),
-		flights: map[flightKey]*flight{}, lanStreams: make(chan struct{}, maxLANStreams), lanClient: NewLANClient()}
+		flights: map[flightKey]*flight{}, lanStreams: make(chan struct{}, maxLANStreams), peerStreams: map[string]int{}, lanClient: NewLANClient()}
 	s.life, s.stop = context.WithCancel(context.Background())
 	return s
 }

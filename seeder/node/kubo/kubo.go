@@ -854,7 +854,9 @@ func (c *Client) CollectGarbage(ctx context.Context) error {
 // address), after closing any listener or forward a previous agent left for that protocol.
 func (c *Client) P2PListen(ctx context.Context, proto, target string) error {
 	c.P2PClose(ctx, proto)
-	if err := c.api.Request("p2p/listen", proto, target).Exec(ctx, nil); err != nil {
+	// report-peer-id: the node writes "<peer ID>\n" to target before the stream's bytes, so the agent
+	// knows which neighbour asks (and gives each a bounded share).
+	if err := c.api.Request("p2p/listen", proto, target).Option("report-peer-id", true).Exec(ctx, nil); err != nil {
 		return fmt.Errorf("p2p listen %s: %w", proto, err)
 	}
 	return nil

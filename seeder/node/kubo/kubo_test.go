@@ -1,6 +1,7 @@
 package kubo_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -9,7 +10,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -322,9 +322,31 @@ func TestP2PListenForwardAndProtocols(t *testing.T) {
 		t.Errorf("BitswapStartRace on the tests' kubo: %q, %v", why, err)
 	}
 	const proto = "/x/pacman-ipfs/test/1"
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello "+r.URL.Path) }))
-	t.Cleanup(srv.Close)
-	target := "/ip4/127.0.0.1/tcp/" + srv.URL[strings.LastIndex(srv.URL, ":")+1:]
+	// The node reports the remote peer's ID on a line of its own before the stream (P2PListen asks it
+	// to): the target reads it off, then serves the stream.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reported := make(chan string, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			r := bufio.NewReader(c)
+			line, _ := r.ReadString('\n')
+			reported <- strings.TrimSpace(line)
+			if req, err := http.ReadRequest(r); err == nil {
+				body := "hello " + req.URL.Path
+				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
+			}
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	target := fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", ln.Addr().(*net.TCPAddr).Port)
 	if err := ca.P2PListen(ctx, proto, target); err != nil {
 		t.Fatal(err)
 	}
@@ -360,6 +382,9 @@ func TestP2PListenForwardAndProtocols(t *testing.T) {
 	resp.Body.Close()
 	if string(body) != "hello /x" {
 		t.Errorf("through the forward: %q", body)
+	}
+	if got := <-reported; got != b.PeerID {
+		t.Errorf("the node reported peer %q for B's stream, want %s", got, b.PeerID)
 	}
 	if err := ca.P2PClose(ctx, proto); err != nil {
 		t.Fatal(err)
