@@ -32,10 +32,12 @@ func FindTree(root string) ([]TreeDB, error) {
 		if !r.IsDir() || r.Name() == "pool" || strings.HasPrefix(r.Name(), ".") {
 			continue
 		}
-		arches, err := os.ReadDir(filepath.Join(root, r.Name(), "os"))
-		if errors.Is(err, os.ErrNotExist) {
+		if err := RealDir(root, r.Name(), "os"); errors.Is(err, os.ErrNotExist) {
 			continue
+		} else if err != nil {
+			return nil, err
 		}
+		arches, err := os.ReadDir(filepath.Join(root, r.Name(), "os"))
 		if err != nil {
 			return nil, fmt.Errorf("mirror tree: %w", err)
 		}
@@ -52,6 +54,30 @@ func FindTree(root string) ([]TreeDB, error) {
 		return nil, fmt.Errorf("%w: no <repo>/os/<arch>/<repo>.db under %s", ErrNoDB, root)
 	}
 	return out, nil
+}
+
+// ErrLink means a directory of a mirror tree is a symbolic link: never followed, so that nothing outside
+// the tree is ever read.
+var ErrLink = errors.New("is a symbolic link: not followed (nothing outside the tree is read)")
+
+// RealDir says whether root/parts... is a directory reached without a symbolic link: every component
+// below root is lstat'ed. An error wraps os.ErrNotExist when it is not there, ErrLink when a component
+// is a link, and names the path.
+func RealDir(root string, parts ...string) error {
+	p := root
+	for _, part := range parts {
+		p = filepath.Join(p, part)
+		st, err := os.Lstat(p)
+		switch {
+		case err != nil:
+			return fmt.Errorf("mirror tree: %w", err)
+		case st.Mode()&os.ModeSymlink != 0:
+			return fmt.Errorf("mirror tree: %s %w", p, ErrLink)
+		case !st.IsDir():
+			return fmt.Errorf("mirror tree: %s is not a directory", p)
+		}
+	}
+	return nil
 }
 
 // LoadTree reads every database of a mirror tree into one index, through libalpm like Load. Each is

@@ -2,8 +2,10 @@ package alpmdb_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb"
@@ -47,5 +49,31 @@ func TestLoadTree(t *testing.T) {
 	}
 	if _, err := alpmdb.FindTree(t.TempDir()); err == nil {
 		t.Error("FindTree of an empty directory: no error")
+	}
+}
+
+// A mirror tree's directories are never reached through a link: "<repo>/os -> elsewhere" is refused
+// with an error that names it, and nothing below it is read.
+func TestFindTreeFollowsNoLink(t *testing.T) {
+	root, outside := t.TempDir(), t.TempDir()
+	for _, d := range []string{filepath.Join(root, "core", "os", "x86_64"), filepath.Join(outside, "x86_64"), filepath.Join(root, "evil")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range []string{filepath.Join(root, "core", "os", "x86_64", "core.db"), filepath.Join(outside, "x86_64", "evil.db")} {
+		if err := os.WriteFile(f, []byte("db"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := alpmdb.FindTree(root); err != nil {
+		t.Fatalf("without the link: %v", err)
+	}
+	if err := os.Symlink(outside, filepath.Join(root, "evil", "os")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := alpmdb.FindTree(root)
+	if !errors.Is(err, alpmdb.ErrLink) || !strings.Contains(err.Error(), filepath.Join(root, "evil", "os")) {
+		t.Errorf("FindTree with evil/os a link: %v, want ErrLink naming it", err)
 	}
 }

@@ -147,12 +147,14 @@ func loadMirrorTree(ctx context.Context, root string, dbs []alpmdb.TreeDB, state
 }
 
 // poolDirs are the directories of <root>/pool/, where a real Arch mirror keeps the package files its
-// os/<arch>/ directories link to. A link there is not followed.
+// os/<arch>/ directories link to. A link there is not followed, and pool itself must not be one.
 func poolDirs(root string) ([]string, error) {
-	entries, err := os.ReadDir(filepath.Join(root, "pool"))
-	if errors.Is(err, fs.ErrNotExist) {
+	if err := alpmdb.RealDir(root, "pool"); errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
+	} else if err != nil {
+		return nil, err
 	}
+	entries, err := os.ReadDir(filepath.Join(root, "pool"))
 	if err != nil {
 		return nil, fmt.Errorf("mirror tree: %w", err)
 	}

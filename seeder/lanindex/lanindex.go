@@ -40,6 +40,8 @@ type Exchange struct {
 	node  func(context.Context) (Node, error)
 	log   *slog.Logger
 	every time.Duration
+	// resolveTimeout bounds each question to one neighbour (ResolveTimeout).
+	resolveTimeout time.Duration
 
 	mu         sync.Mutex
 	roots      map[string]string // peer ID -> /ipfs/<root>
@@ -53,7 +55,7 @@ type Exchange struct {
 
 // New returns an Exchange that looks its neighbours up every interval (and at once when woken).
 func New(node func(context.Context) (Node, error), every time.Duration, log *slog.Logger) *Exchange {
-	return &Exchange{node: node, log: log, every: every, roots: map[string]string{}}
+	return &Exchange{node: node, log: log, every: every, resolveTimeout: ResolveTimeout, roots: map[string]string{}}
 }
 
 // Publish points this machine's name at root (an /ipfs/ path), in the background. A root handed over
@@ -146,11 +148,45 @@ func (x *Exchange) Run(ctx context.Context) {
 	}
 }
 
+// lookUpParallel is how many neighbours are asked at once: one that withholds its name (or its agent's
+// answer) costs its own ResolveTimeout, not everybody's.
+const lookUpParallel = 8
+
+// lookUp asks every peer, in parallel, whether its agent answers and what its name resolves to.
+func (x *Exchange) lookUp(ctx context.Context, n Node, probe func(context.Context, string) bool, peers []string) (map[string]string, []string) {
+	var mu sync.Mutex
+	found := map[string]string{}
+	var agents []string
+	sem := make(chan struct{}, lookUpParallel)
+	var wg sync.WaitGroup
+	for _, p := range peers {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			agent := x.isAgent(ctx, n, probe, p)
+			rctx, cancel := context.WithTimeout(ctx, x.resolveTimeout)
+			c, err := n.Resolve(rctx, "/ipns/"+p)
+			cancel()
+			mu.Lock()
+			defer mu.Unlock()
+			if agent {
+				agents = append(agents, p)
+			}
+			if err == nil {
+				found[p] = "/ipfs/" + c.String()
+			} // else it publishes nothing (yet), or is not pacman-ipfs at all
+		}()
+	}
+	wg.Wait()
+	return found, agents
+}
+
 // isAgent says whether a peer runs an agent that answers the LAN protocol. kubo registers its stream
 // mounting as one handler for every protocol under /x/, which is all a peer's node tells of it; whether
 // its agent is there and answers is asked of the agent.
 func (x *Exchange) isAgent(ctx context.Context, n Node, probe func(context.Context, string) bool, p string) bool {
-	pctx, cancel := context.WithTimeout(ctx, ResolveTimeout)
+	pctx, cancel := context.WithTimeout(ctx, x.resolveTimeout)
 	protos, err := n.PeerProtocols(pctx, p)
 	cancel()
 	return err == nil && slices.Contains(protos, "/x/") && probe != nil && probe(ctx, p)
@@ -175,20 +211,7 @@ func (x *Exchange) round(ctx context.Context) {
 	x.mu.Lock()
 	probe := x.probe
 	x.mu.Unlock()
-	found := map[string]string{}
-	var agents []string
-	for _, p := range peers {
-		if x.isAgent(ctx, n, probe, p) {
-			agents = append(agents, p)
-		}
-		rctx, cancel := context.WithTimeout(ctx, ResolveTimeout)
-		c, err := n.Resolve(rctx, "/ipns/"+p)
-		cancel()
-		if err != nil {
-			continue // publishes nothing (yet), or not pacman-ipfs at all
-		}
-		found[p] = "/ipfs/" + c.String()
-	}
+	found, agents := x.lookUp(ctx, n, probe, peers)
 	x.mu.Lock()
 	for p, r := range found {
 		if x.roots[p] != r {

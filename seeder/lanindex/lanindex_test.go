@@ -23,6 +23,7 @@ type fakeNode struct {
 	resolved  []string
 	published []cid.Cid
 	protos    map[string][]string
+	withheld  map[string]bool // names that never resolve: the asker waits for its own timeout
 }
 
 func (f *fakeNode) PeerProtocols(_ context.Context, p string) ([]string, error) {
@@ -46,7 +47,14 @@ func (f *fakeNode) PublishName(_ context.Context, key string, root cid.Cid) (str
 	return "/ipns/self", nil
 }
 
-func (f *fakeNode) Resolve(_ context.Context, p string) (cid.Cid, error) {
+func (f *fakeNode) Resolve(ctx context.Context, p string) (cid.Cid, error) {
+	f.mu.Lock()
+	withheld := f.withheld[p[len("/ipns/"):]]
+	f.mu.Unlock()
+	if withheld {
+		<-ctx.Done()
+		return cid.Undef, ctx.Err()
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.resolved = append(f.resolved, p)
@@ -94,6 +102,30 @@ func TestRoundBoundsForgetsAndSkipsNonPublishers(t *testing.T) {
 	if _, agents := x.Agents(); !slices.Equal(agents, []string{"peer00"}) {
 		t.Errorf("agents after the others left: %v", agents)
 	}
+}
+
+// Neighbours that withhold their names (many identities of one hostile machine) are asked in parallel,
+// each within its own timeout: the others' indexes are found in the same round.
+func TestRoundWithWithheldNames(t *testing.T) {
+	f := &fakeNode{names: map[string]cid.Cid{}, protos: map[string][]string{}, withheld: map[string]bool{}}
+	for i := range 24 {
+		p := fmt.Sprintf("peer%02d", i)
+		f.peers = append(f.peers, p)
+		if i < 20 {
+			f.withheld[p] = true
+		} else {
+			f.names[p] = testCID(i)
+		}
+	}
+	x := New(func(context.Context) (Node, error) { return f, nil }, time.Hour, slog.New(slog.DiscardHandler))
+	x.resolveTimeout = 200 * time.Millisecond
+	start := time.Now()
+	x.round(context.Background())
+	if got := len(x.Roots()); got != 4 {
+		t.Errorf("%d roots found, want the 4 that publish", got)
+	}
+	t.Logf("a round with 20 withheld names of 24 took %s (each withheld name costs %s, %d asked at once)",
+		time.Since(start).Round(time.Millisecond), x.resolveTimeout, lookUpParallel)
 }
 
 func TestPublishOnlyChanges(t *testing.T) {
