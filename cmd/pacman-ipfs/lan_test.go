@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb/alpmtest"
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/lanindex"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo/kubotest"
@@ -530,4 +531,30 @@ func listedIndexOf(logs, peer string) bool {
 		}
 	}
 	return false
+}
+
+// At idle exit the agent leaves nothing running behind it: the LAN protocol it mounted on the node is
+// gone with it (a neighbour's stream would otherwise be handed to a dead port), as is the process.
+func TestIdleExitLeavesNothingBehind(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: a network namespace, the packaged node and the agent")
+	}
+	alpmtest.Require(t, "pacman", "repo-add", "bsdtar")
+	repo := alpmtest.MakeRepo(t, "core", alpmtest.Pkg{Name: "small", Size: 10 << 10})
+	h := newLAN(t, repo, 1).hosts[0]
+	h.sb.Wrap = nil
+	h.sb.Pacman(t, "-Sy") // a sync db: with none, the agent keeps retrying, which is not idle
+	h.startKubo(t)
+	h.startAgent(t, "--idle-exit", "3s")
+	h.status(t) // the first connection starts it, as pacman's hook would
+	mounted := func() bool {
+		out, err := h.ipfs("p2p", "ls")
+		return err == nil && strings.Contains(out, lanindex.Protocol)
+	}
+	within(t, 30*time.Second, "the LAN protocol mounted on the node", mounted)
+	within(t, 60*time.Second, "the agent exits idle", func() bool {
+		logs, _ := os.ReadFile(h.logs)
+		return bytes.Contains(logs, []byte("idle, exiting"))
+	})
+	within(t, 10*time.Second, "the LAN protocol unmounted after the agent left", func() bool { return !mounted() })
 }
