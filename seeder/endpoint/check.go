@@ -30,7 +30,7 @@ func checkTime(size int64) time.Duration {
 func (f *flight) runCheck(ctx context.Context) {
 	var errs []error
 	ok := f.try(ctx, "ipfs", false, &errs, func(ctx context.Context) (*http.Response, error) {
-		rc, err := f.s.opts.Node.Cat(ctx, f.check)
+		rc, err := f.s.opts.Node.Cat(ctx, f.key.check)
 		if err != nil {
 			return nil, err
 		}
@@ -38,14 +38,14 @@ func (f *flight) runCheck(ctx context.Context) {
 	})
 	switch err := errors.Join(errs...); {
 	case ok:
-		f.s.cat.Trust(f.e.SHA256, f.check)
-		f.s.log.Info("a neighbour's copy checked: trusted from now on", "file", f.e.FileName, "cid", f.check.String())
+		f.s.cat.Trust(f.e.SHA256, f.key.check)
+		f.s.log.Info("a neighbour's copy checked: trusted from now on", "file", f.e.FileName, "cid", f.key.check.String())
 	case errors.Is(err, ErrMismatch):
-		f.s.log.Warn("an index maps the package to other content", "file", f.e.FileName, "cid", f.check.String())
-		f.s.cat.Refute(f.check)
+		f.s.log.Warn("an index maps the package to other content", "file", f.e.FileName, "cid", f.key.check.String())
+		f.s.cat.Refute(f.key.check)
 	}
 	if !ok {
-		f.s.dropBlocks(f.check)
+		f.s.dropBlocks(f.key.check)
 	}
 	f.finish(ok, f.outcome(ctx, ok, errs))
 }

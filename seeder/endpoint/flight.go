@@ -31,12 +31,9 @@ import (
 // that come a little later: a neighbour that saw the LAN differently, pacman's next package.
 type flight struct {
 	s   *Server
-	key flightKey
+	key flightKey // key.check, when defined, makes this an IPFS check (check.go)
 	e   alpmdb.Entry
 	req Request
-	// check, when defined, makes this an IPFS check (see check.go): the one source is the node, under
-	// this CID that only an index claims; nothing is read of its spool before it is done and right.
-	check cid.Cid
 
 	mu       sync.Mutex
 	cond     *sync.Cond
@@ -60,7 +57,8 @@ type flight struct {
 }
 
 // flightKey names a flight: the package, and the CID of an IPFS check (undefined for the download
-// from upstream).
+// from upstream). A check's one source is the node, under that CID that only an index claims; nothing
+// is read of its spool before it is done and right.
 type flightKey struct {
 	sum   [sha256.Size]byte
 	check cid.Cid
@@ -112,7 +110,7 @@ func (s *Server) joinKey(key flightKey, req Request, e alpmdb.Entry, viaPeer boo
 	if key.check.Defined() {
 		ctx, cancel = context.WithTimeout(s.life, checkTime(e.Size))
 	}
-	f := &flight{s: s, key: key, e: e, req: req, refs: 1, cancel: cancel, check: key.check}
+	f := &flight{s: s, key: key, e: e, req: req, refs: 1, cancel: cancel}
 	f.deciding = viaPeer && s.opts.Owner != nil
 	f.cond = sync.NewCond(&f.mu)
 	s.flights[key] = f
@@ -160,16 +158,21 @@ func (s *Server) evictLocked() {
 			}
 		}
 		oldest.mu.Lock()
-		if oldest.expire != nil {
-			oldest.expire.Stop()
-			oldest.expire = nil
-		}
-		if oldest.file != nil {
-			oldest.file.Close()
-			oldest.file = nil
-		}
+		oldest.closeLocked()
 		oldest.mu.Unlock()
 		delete(s.flights, oldest.key)
+	}
+}
+
+// closeLocked lets go of a finished flight's keep timer and spool: it is being dropped. f.mu is held.
+func (f *flight) closeLocked() {
+	if f.expire != nil {
+		f.expire.Stop()
+		f.expire = nil
+	}
+	if f.file != nil {
+		f.file.Close()
+		f.file = nil
 	}
 }
 
@@ -192,7 +195,7 @@ func (f *flight) leave() {
 	f.mu.Unlock()
 	if last {
 		switch {
-		case !f.isDone() && !f.check.Defined():
+		case !f.isDone() && !f.key.check.Defined():
 			f.cancel()
 		case f.failed():
 			f.forget()
@@ -225,7 +228,7 @@ func (f *flight) forget() {
 // run downloads the package from the first source whose copy is right: the elected neighbour, if
 // another machine is, then the mirrors in order.
 func (f *flight) run(ctx context.Context) {
-	if f.check.Defined() {
+	if f.key.check.Defined() {
 		f.runCheck(ctx)
 		return
 	}
@@ -277,7 +280,7 @@ func (f *flight) try(ctx context.Context, name string, relay bool, errs *[]error
 		switch {
 		case relay:
 			what = "neighbour failed"
-		case f.check.Defined():
+		case f.key.check.Defined():
 			what = "IPFS check failed"
 		}
 		f.s.log.Warn(what, "source", name, "file", f.e.FileName, "err", err)

@@ -147,13 +147,7 @@ func (s *Server) Close() {
 	s.flightsMu.Lock()
 	for k, f := range s.flights {
 		f.mu.Lock()
-		if f.expire != nil {
-			f.expire.Stop()
-		}
-		if f.file != nil {
-			f.file.Close()
-			f.file = nil
-		}
+		f.closeLocked()
 		f.mu.Unlock()
 		delete(s.flights, k)
 	}
