@@ -30,7 +30,13 @@ type Catalog struct {
 	checked  map[[sha256.Size]byte]cid.Cid // checked whole here: trusted from now on
 	listings map[string]*Listing           // index root -> what it lists
 	refuted  map[cid.Cid]bool              // claimed CIDs that proved to be other content
+	liars    map[string]time.Time          // roots that listed a refuted CID -> not followed until then
 }
+
+// distrustTime is how long an index root that listed a package as other content is not followed: one
+// lie costs the liar every claim it makes, so a neighbour cannot send this machine after a new bad CID
+// each time it refreshes its index.
+const distrustTime = time.Hour
 
 // New returns a Catalog of the sync dbs cfg names; nil cfg: the index is only what SetIndex gives.
 func New(cfg *alpmdb.Config, log *slog.Logger) *Catalog {
@@ -38,7 +44,7 @@ func New(cfg *alpmdb.Config, log *slog.Logger) *Catalog {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Catalog{cfg: cfg, log: log, seeded: map[[sha256.Size]byte]cid.Cid{}, checked: map[[sha256.Size]byte]cid.Cid{},
-		listings: map[string]*Listing{}, refuted: map[cid.Cid]bool{}}
+		listings: map[string]*Listing{}, refuted: map[cid.Cid]bool{}, liars: map[string]time.Time{}}
 }
 
 // Index returns the index of the sync dbs as they are on disk now: a package must never be judged by an
@@ -130,11 +136,29 @@ func (c *Catalog) Trust(sum [sha256.Size]byte, k cid.Cid) {
 }
 
 // Refute records that a claimed CID proved to be other content than the package it was claimed for: no
-// index is followed to it again while this catalog lives.
+// index is followed to it again while this catalog lives, and the roots that listed it are not followed
+// at all for distrustTime (their listings are dropped now).
 func (c *Catalog) Refute(k cid.Cid) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.refuted[k] = true
-	c.mu.Unlock()
+	for root, l := range c.listings {
+		for _, v := range l.Files {
+			if v.Equals(k) {
+				c.log.Warn("an index root listed a package as other content: not followed for a while", "root", root, "cid", k.String(), "for", distrustTime)
+				c.liars[root] = time.Now().Add(distrustTime)
+				delete(c.listings, root)
+				break
+			}
+		}
+	}
+}
+
+// distrusted says whether root is not to be followed now (it listed a refuted CID lately).
+func (c *Catalog) distrusted(root string) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return time.Now().Before(c.liars[root])
 }
 
 // Source says where a Hit's CID comes from.
@@ -233,8 +257,11 @@ type Listing struct {
 // themselves.
 func (c *Catalog) SetListing(l *Listing) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if time.Now().Before(c.liars[l.Root]) {
+		return // refuted while it was being listed
+	}
 	c.listings[l.Root] = l
-	c.mu.Unlock()
 }
 
 // listing returns root's listing, or nil.
@@ -251,6 +278,12 @@ func (c *Catalog) keepRoots(roots []string) {
 	for r := range c.listings {
 		if !slices.Contains(roots, r) {
 			delete(c.listings, r)
+		}
+	}
+	now := time.Now()
+	for r, until := range c.liars {
+		if now.After(until) {
+			delete(c.liars, r) // a liar gone and back within distrustTime is still one
 		}
 	}
 }
@@ -277,6 +310,11 @@ func (c *Catalog) Roots() []RootState {
 			st.CID = l.CID.String()
 		}
 		out = append(out, st)
+	}
+	for _, r := range slices.Sorted(maps.Keys(c.liars)) {
+		if until := c.liars[r]; time.Now().Before(until) {
+			out = append(out, RootState{Root: r, Err: "listed a package as other content: not followed until " + until.Format(time.RFC3339)})
+		}
 	}
 	return out
 }

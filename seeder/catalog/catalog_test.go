@@ -202,3 +202,59 @@ func TestRefreshBoundsTheRoots(t *testing.T) {
 		t.Errorf("%d roots followed, want at most %d", n, MaxRoots)
 	}
 }
+
+// A root that listed a CID which proved to be other content loses every claim it makes and is not
+// followed again for distrustTime, whatever it lists next (a new bad CID every refresh included); the
+// other roots are untouched, and status says why the liar is not followed.
+func TestALyingRootIsNotFollowed(t *testing.T) {
+	liar, honest := dagCID("liar-root"), dagCID("honest-root")
+	big := entry("big-1-1-x86_64.pkg.tar.zst", 3<<20)
+	other := entry("other-1-1-x86_64.pkg.tar.zst", 5<<20)
+	f := &fakeLister{
+		roots: map[string]cid.Cid{"/ipns/liar": liar, "/ipns/honest": honest},
+		dirs: map[string][]node.Link{
+			"/ipfs/" + liar.String() + "/core/os/x86_64": {
+				{Name: big.FileName, CID: dagCID("junk")}, {Name: other.FileName, CID: dagCID("other")}},
+			"/ipfs/" + honest.String() + "/core/os/x86_64": {{Name: big.FileName, CID: dagCID("big")}},
+		},
+		lists: map[string]int{},
+	}
+	c := New(nil, nil)
+	c.SetIndex(alpmdb.NewIndex([]alpmdb.Entry{big, other}))
+	r := &Refresher{Catalog: c, Node: func(context.Context) (Lister, error) { return f, nil }, Every: time.Nanosecond,
+		Discovered: func() []string { return []string{"/ipns/liar", "/ipns/honest"} }}
+	ctx := context.Background()
+	r.Refresh(ctx)
+	if h := c.Lookup(other); h.CID != dagCID("other") {
+		t.Fatalf("other before the lie: %+v", h)
+	}
+	c.Refute(dagCID("junk"))
+	if h := c.Lookup(big); h.CID != dagCID("big") || h.Roots != 1 {
+		t.Errorf("big after the lie: %+v, want the honest root's CID", h)
+	}
+	if h := c.Lookup(other); h.Held {
+		t.Errorf("other after the lie: %+v, want nothing (the liar lists it alone)", h)
+	}
+	// The liar lists a new bad CID: it is not even resolved again.
+	f.mu.Lock()
+	liar2 := dagCID("liar-root-2")
+	f.roots["/ipns/liar"] = liar2
+	f.dirs["/ipfs/"+liar2.String()+"/core/os/x86_64"] = []node.Link{{Name: big.FileName, CID: dagCID("junk2")}}
+	f.mu.Unlock()
+	r.Refresh(ctx)
+	if n := f.lists["/ipfs/"+liar2.String()+"/core/os/x86_64"]; n != 0 {
+		t.Errorf("the liar's new root was listed %d times", n)
+	}
+	if h := c.Lookup(big); h.CID != dagCID("big") {
+		t.Errorf("big after the liar's new root: %+v", h)
+	}
+	var said string
+	for _, s := range c.Roots() {
+		if s.Root == "/ipns/liar" {
+			said = s.Err
+		}
+	}
+	if !strings.Contains(said, "other content") {
+		t.Errorf("status of the liar: %q", said)
+	}
+}

@@ -125,7 +125,7 @@ func (r *Refresher) Refresh(ctx context.Context) {
 	r.Catalog.keepRoots(all)
 	var roots []string
 	for _, root := range all {
-		if r.due(root, r.Catalog.listing(root)) {
+		if !r.Catalog.distrusted(root) && r.due(root, r.Catalog.listing(root)) {
 			roots = append(roots, root)
 		}
 	}

@@ -252,15 +252,26 @@ func (f *flight) viaNeighbour(ctx context.Context, errs *[]error) bool {
 		return false
 	}
 	base, peer := f.s.opts.Owner(ctx, f.e.SHA256)
+	if base != "" && f.s.isBenched(peer) {
+		f.s.log.Debug("the neighbour elected for the package failed lately: the mirrors", "peer", peer, "file", f.e.FileName)
+		base = ""
+	}
 	f.decide(base != "")
 	if base == "" {
 		return false
 	}
-	ok := f.try(ctx, "lan:"+shortPeer(peer), true, errs, func(ctx context.Context) (*http.Response, error) {
+	// The neighbour has as long as a check of its copy would (a trickle that never stalls included).
+	rctx, cancel := context.WithTimeout(ctx, checkTime(f.e.Size))
+	defer cancel()
+	start := time.Now()
+	ok := f.try(rctx, "lan:"+shortPeer(peer), true, errs, func(ctx context.Context) (*http.Response, error) {
 		return f.s.fromNeighbour(ctx, base, f.req, f.e)
 	})
 	if ok {
 		f.s.metrics.relayed.Add(1)
+	} else if err := (*errs)[len(*errs)-1]; ctx.Err() == nil && !refusal(err, time.Since(start)) {
+		f.s.log.Warn("a neighbour failed a package: not asked again for a while", "peer", peer, "file", f.e.FileName, "for", benchTime, "err", err)
+		f.s.bench(peer)
 	}
 	f.decide(false) // on to the mirrors, which neighbours may share
 	return ok
@@ -349,7 +360,7 @@ func (f *flight) attempt(ctx context.Context, name string, get func(context.Cont
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s", resp.Status)
+		return &statusError{resp.Status}
 	}
 	spool, err := f.s.newSpool()
 	if err != nil {

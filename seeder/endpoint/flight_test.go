@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -299,5 +300,59 @@ func TestEveryNeighbourHasABoundedShare(t *testing.T) {
 		if code := <-codes; code != http.StatusOK {
 			t.Errorf("one of the greedy peer's four: %d", code)
 		}
+	}
+}
+
+// A neighbour whose copy failed is not asked again for benchTime: a hostile neighbour costs this
+// machine one attempt, not one for every package it is elected for. The protocol's own refusals, given
+// at once, bench nobody; a refusal that takes its time does.
+func TestAFailedNeighbourIsBenched(t *testing.T) {
+	data := nodetest.Bytes(14, 1<<20)
+	for _, tc := range []struct {
+		name    string
+		answer  func(w http.ResponseWriter)
+		benched bool
+	}{
+		{"wrong bytes", func(w http.ResponseWriter) { w.Write(bytes.Repeat([]byte{1}, len(data))) }, true},
+		{"more than the db's size", func(w http.ResponseWriter) { w.Write(append(bytes.Clone(data), 1)) }, true},
+		{"cut short", func(w http.ResponseWriter) {
+			w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+			w.Write(data[:len(data)/2])
+			w.(http.Flusher).Flush()
+			panic(http.ErrAbortHandler)
+		}, true},
+		{"a slow refusal", func(w http.ResponseWriter) {
+			time.Sleep(1100 * time.Millisecond)
+			http.Error(w, "busy", http.StatusServiceUnavailable)
+		}, true},
+		{"a refusal at once", func(w http.ResponseWriter) { http.Error(w, "not ours", http.StatusNotFound) }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newLANMachine(t, data, 64<<20)
+			var asked atomic.Int32
+			evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				asked.Add(1)
+				tc.answer(w)
+			}))
+			t.Cleanup(evil.Close)
+			b.owner = evil.URL
+			for range 3 {
+				fetchAll(t, data, 1, b)
+				// The next request makes a new download, as another package of the upgrade would.
+				b.srv.flightsMu.Lock()
+				clear(b.srv.flights)
+				b.srv.flightsMu.Unlock()
+			}
+			want, benched := int32(3), int64(0)
+			if tc.benched {
+				want, benched = 1, 1
+			}
+			if got := asked.Load(); got != want || b.hits() != 3 {
+				t.Errorf("the neighbour was asked %d times, the mirror %d, for three downloads: want %d and 3", got, b.hits(), want)
+			}
+			if got := b.srv.metrics.benched.Load(); got != benched {
+				t.Errorf("pacman_ipfs_lan_benched_total: %d, want %d", got, benched)
+			}
+		})
 	}
 }

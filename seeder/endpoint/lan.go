@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -78,6 +79,45 @@ func (s *Server) releasePeerSlot(peer string) {
 		delete(s.peerStreams, peer)
 	}
 }
+
+// benchTime is how long a neighbour whose copy of a package failed (wrong bytes, more than the db's size,
+// a stall, not done within checkTime, cut short) is not asked again: a hostile or broken neighbour costs
+// this machine one package's attempt, not one for every package it is elected for. A refusal (404, 409,
+// 503: another db version, busy) is the protocol's own answer and benches nobody.
+const benchTime = 10 * time.Minute
+
+// bench keeps peer from being asked until benchTime has passed.
+func (s *Server) bench(peer string) {
+	s.peersMu.Lock()
+	defer s.peersMu.Unlock()
+	now := time.Now()
+	for p, until := range s.benched {
+		if now.After(until) {
+			delete(s.benched, p) // so the map holds only the neighbours benched now
+		}
+	}
+	s.benched[peer] = now.Add(benchTime)
+	s.metrics.benched.Add(1)
+}
+
+// isBenched says whether peer is not to be asked now.
+func (s *Server) isBenched(peer string) bool {
+	s.peersMu.Lock()
+	defer s.peersMu.Unlock()
+	return time.Now().Before(s.benched[peer])
+}
+
+// refusal says whether a neighbour's failure was the protocol's own refusal, answered at once (a
+// refusal that takes its time is a way to cost the asker time, and benches the neighbour like a failure).
+func refusal(err error, took time.Duration) bool {
+	var status *statusError
+	return errors.As(err, &status) && took < time.Second
+}
+
+// statusError is a source's answer other than 200.
+type statusError struct{ status string }
+
+func (e *statusError) Error() string { return e.status }
 
 // ServeLAN answers a neighbour's request for a package. It is the handler of the listener the node
 // hands lanindex.Protocol streams to.

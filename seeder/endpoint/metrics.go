@@ -33,6 +33,7 @@ type Metrics struct {
 	relayed       atomic.Int64 // packages fetched through the neighbour elected for them (cut-through)
 	lanServed     atomic.Int64 // bytes passed to neighbours that asked for a package (ServeLAN)
 	lanRefused    atomic.Int64 // neighbours' requests refused: too many at once, or relaying already
+	benched       atomic.Int64 // neighbours not asked for a while: their copy was wrong, stalled or too slow
 }
 
 // NewMetrics returns zeroed figures.
@@ -94,6 +95,7 @@ func (s *Server) writeMetrics(w http.ResponseWriter) {
 		{"pacman_ipfs_endpoint_relayed_total", "Packages fetched through the LAN machine elected to download them from its mirrors.", &m.relayed},
 		{"pacman_ipfs_lan_served_bytes_total", "Package bytes passed to LAN neighbours that asked for them.", &m.lanServed},
 		{"pacman_ipfs_lan_refused_total", "Neighbours' requests refused: too many at once, or this machine relaying already.", &m.lanRefused},
+		{"pacman_ipfs_lan_benched_total", "Neighbours not asked again for a while: the copy they sent was wrong, stalled or was not done in time.", &m.benched},
 	} {
 		metric(&b, c.name, "counter", c.help, map[string]int64{"": c.v.Load()})
 	}

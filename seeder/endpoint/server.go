@@ -100,7 +100,8 @@ type Server struct {
 	flights     map[flightKey]*flight // downloads and IPFS checks, running or kept a while
 	lanStreams  chan struct{}         // neighbours' downloads being served
 	peersMu     sync.Mutex
-	peerStreams map[string]int // each neighbour's downloads being served
+	peerStreams map[string]int       // each neighbour's downloads being served
+	benched     map[string]time.Time // neighbours not asked until then (see bench)
 	lanClient   *http.Client
 	today       *dayTally
 }
@@ -132,7 +133,7 @@ func New(opts Options) *Server {
 		opts.Metrics = NewMetrics()
 	}
 	s := &Server{opts: opts, log: opts.Log, cat: opts.Catalog, metrics: opts.Metrics, today: newDayTally(opts.TallyFile, opts.Log, time.Now),
-		flights: map[flightKey]*flight{}, lanStreams: make(chan struct{}, maxLANStreams), peerStreams: map[string]int{}, lanClient: NewLANClient()}
+		flights: map[flightKey]*flight{}, lanStreams: make(chan struct{}, maxLANStreams), peerStreams: map[string]int{}, benched: map[string]time.Time{}, lanClient: NewLANClient()}
 	s.life, s.stop = context.WithCancel(context.Background())
 	return s
 }

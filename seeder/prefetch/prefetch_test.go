@@ -92,12 +92,17 @@ func TestRound(t *testing.T) {
 	// What a neighbour's index lists, as the catalog's refresher found it.
 	cat := catalog.New(nil, nil)
 	cat.SetIndex(ix)
+	// A root that lies loses all its claims (see catalog.Refute): the two liars are roots of their own.
 	cat.SetListing(&catalog.Listing{Root: "/ipfs/bafyroot", Complete: true, Files: map[string]cid.Cid{
-		"big-2-1-x86_64.pkg.tar.zst":   dagCID(1),
-		"liar-2-1-x86_64.pkg.tar.zst":  dagCID(2),                         // other content
-		"small-2-1-any.pkg.tar.zst":    node.RawCID(sha256.Sum256(small)), // "any": under the machine's arch
-		"fake-2-1-any.pkg.tar.zst":     dagCID(3),                         // one chunk has one CID only
-		"bloat-2-1-x86_64.pkg.tar.zst": dagCID(4),                         // a 3 MiB package mapped to 40 MiB
+		"big-2-1-x86_64.pkg.tar.zst": dagCID(1),
+		"small-2-1-any.pkg.tar.zst":  node.RawCID(sha256.Sum256(small)), // "any": under the machine's arch
+		"fake-2-1-any.pkg.tar.zst":   dagCID(3),                         // one chunk has one CID only
+	}})
+	cat.SetListing(&catalog.Listing{Root: "/ipfs/bafyliar", Complete: true, Files: map[string]cid.Cid{
+		"liar-2-1-x86_64.pkg.tar.zst": dagCID(2), // other content
+	}})
+	cat.SetListing(&catalog.Listing{Root: "/ipfs/bafybloat", Complete: true, Files: map[string]cid.Cid{
+		"bloat-2-1-x86_64.pkg.tar.zst": dagCID(4), // a 3 MiB package mapped to 40 MiB
 	}})
 	n := &fakeNode{
 		data: map[cid.Cid][]byte{dagCID(1): big, dagCID(2): other, node.RawCID(sha256.Sum256(small)): small, dagCID(3): small,
