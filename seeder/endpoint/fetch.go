@@ -251,6 +251,13 @@ type cancelOnClose struct {
 	cancel context.CancelFunc
 }
 
+func (c *cancelOnClose) origin() (string, string) {
+	if o, ok := c.ReadCloser.(origin); ok {
+		return o.origin()
+	}
+	return "", ""
+}
+
 func (c *cancelOnClose) Close() error {
 	err := c.ReadCloser.Close()
 	c.cancel()

@@ -246,7 +246,8 @@ func (f *flight) run(ctx context.Context) {
 	f.finish(ok, f.outcome(ctx, ok, errs))
 }
 
-// viaNeighbour asks the machine elected for this package, when it is another one.
+// viaNeighbour asks the machine elected for this package, when it is another one that has not failed
+// lately.
 func (f *flight) viaNeighbour(ctx context.Context, errs *[]error) bool {
 	if !f.deciding {
 		return false
@@ -260,13 +261,8 @@ func (f *flight) viaNeighbour(ctx context.Context, errs *[]error) bool {
 	if base == "" {
 		return false
 	}
-	// The neighbour has as long as a check of its copy would (a trickle that never stalls included).
-	rctx, cancel := context.WithTimeout(ctx, checkTime(f.e.Size))
-	defer cancel()
 	start := time.Now()
-	ok := f.try(rctx, "lan:"+shortPeer(peer), true, errs, func(ctx context.Context) (*http.Response, error) {
-		return f.s.fromNeighbour(ctx, base, f.req, f.e)
-	})
+	ok := f.fromNeighbour(ctx, base, peer, errs)
 	if ok {
 		f.s.metrics.relayed.Add(1)
 	} else if err := (*errs)[len(*errs)-1]; ctx.Err() == nil && !refusal(err, time.Since(start)) {
@@ -275,6 +271,50 @@ func (f *flight) viaNeighbour(ctx context.Context, errs *[]error) bool {
 	}
 	f.decide(false) // on to the mirrors, which neighbours may share
 	return ok
+}
+
+// fromNeighbour is the attempt at the neighbour's copy. The neighbour has as long as a check of its copy would,
+// and must keep a pace (a trickle that never stalls included).
+func (f *flight) fromNeighbour(ctx context.Context, base, peer string, errs *[]error) bool {
+	ctx, cancel := context.WithTimeoutCause(ctx, checkTime(f.e.Size), fmt.Errorf("not done within %s", checkTime(f.e.Size)))
+	defer cancel()
+	ctx, slow := context.WithCancelCause(ctx)
+	paced := make(chan struct{})
+	go func() { defer close(paced); f.pace(ctx, time.Now(), slow) }()
+	defer func() { slow(nil); <-paced }() // the pace keeper ends with the attempt
+	return f.try(ctx, "lan:"+shortPeer(peer), true, errs, func(ctx context.Context) (*http.Response, error) {
+		return f.s.fromNeighbour(ctx, base, f.req, f.e)
+	})
+}
+
+// A neighbour relaying a package must have sent minNeighbourRate bytes a second since neighbourGrace
+// after it was asked: slower, it is no help to pacman (its mirrors are), and a trickle that never stalls
+// would hold the download for checkTime.
+const (
+	minNeighbourRate = 512 << 10
+	neighbourGrace   = 2 * time.Second
+)
+
+// pace cancels the relay (through cancel) when the neighbour falls behind minNeighbourRate; it returns
+// when ctx ends.
+func (f *flight) pace(ctx context.Context, start time.Time, cancel context.CancelCauseFunc) {
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		late := time.Since(start) - neighbourGrace
+		f.mu.Lock()
+		n := f.n
+		f.mu.Unlock()
+		if late > 0 && n < f.e.Size && n < int64(late.Seconds()*minNeighbourRate) {
+			cancel(fmt.Errorf("slower than %d KiB/s", minNeighbourRate>>10))
+			return
+		}
+	}
 }
 
 // try makes one attempt and says whether it brought the right copy; a failure is logged and kept.
@@ -352,8 +392,8 @@ func (f *flight) relaying(ctx context.Context) bool {
 
 // attempt spools the package from one source as a new generation, and checks it.
 func (f *flight) attempt(ctx context.Context, name string, get func(context.Context) (*http.Response, error)) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	resp, err := get(ctx)
 	if err != nil {
 		return err
@@ -368,13 +408,13 @@ func (f *flight) attempt(ctx context.Context, name string, get func(context.Cont
 	}
 	f.newGeneration(spool, name, resp.Header.Get("Last-Modified"))
 	// A source that sends nothing for stallTimeout is given up.
-	stall := time.AfterFunc(stallTimeout, cancel)
+	stall := time.AfterFunc(stallTimeout, func() { cancel(fmt.Errorf("nothing for %s", stallTimeout)) })
 	defer stall.Stop()
 	h := sha256.New()
 	n, err := f.spoolBody(resp.Body, io.MultiWriter(h, offsetWriter(spool)), stall)
 	switch {
 	case err != nil && ctx.Err() != nil && n < f.e.Size:
-		return fmt.Errorf("nothing for %s after %d bytes: %w", stallTimeout, n, err)
+		return fmt.Errorf("given up after %d bytes: %w", n, context.Cause(ctx))
 	case err != nil:
 		return err
 	case n != f.e.Size || [sha256.Size]byte(h.Sum(nil)) != f.e.SHA256:
@@ -392,6 +432,9 @@ func (f *flight) newGeneration(spool *os.File, source, modified string) {
 	}
 	f.file, f.n, f.source, f.modified = spool, 0, source, modified
 	f.lan = strings.HasPrefix(source, "lan:")
+	if f.lan {
+		f.modified = "" // nothing a neighbour says goes to pacman, its headers included
+	}
 	f.gen++
 	f.cond.Broadcast()
 }
@@ -519,6 +562,22 @@ func (t *tail) Read(p []byte) (int, error) {
 			f.cond.Wait()
 		}
 	}
+}
+
+// origin is implemented by a stream that knows its source only once it has read from it.
+type origin interface {
+	origin() (source, modified string)
+}
+
+// origin names the source of the generation the tail reads, and the Last-Modified it sent.
+func (t *tail) origin() (string, string) {
+	f := t.f
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if t.gen == 0 || t.gen != f.gen {
+		return "mirror", ""
+	}
+	return cmp.Or(f.source, "mirror"), f.modified
 }
 
 func (t *tail) Close() error {

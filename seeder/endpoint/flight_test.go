@@ -167,6 +167,10 @@ func TestNeighbourWithWrongBytes(t *testing.T) {
 	if b.hits() != 1 || b.srv.metrics.verifyFailed.Load() == 0 {
 		t.Errorf("mirror requests %d, verification failures %d: want the mirror after the neighbour failed", b.hits(), b.srv.metrics.verifyFailed.Load())
 	}
+	// The bytes pacman got are the mirror's, and counted so.
+	if peers, _ := b.srv.metrics.Served(); peers != 0 {
+		t.Errorf("%d bytes counted as a peer's", peers)
+	}
 }
 
 // What a neighbour may ask for is narrow: a package of this machine's dbs, with the sha256 they list.
@@ -320,6 +324,17 @@ func TestAFailedNeighbourIsBenched(t *testing.T) {
 			w.Write(data[:len(data)/2])
 			w.(http.Flusher).Flush()
 			panic(http.ErrAbortHandler)
+		}, true},
+		{"a trickle that never stalls", func(w http.ResponseWriter) {
+			w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+			w.Write(data[:600<<10])
+			for range 200 {
+				w.(http.Flusher).Flush()
+				time.Sleep(50 * time.Millisecond)
+				if _, err := w.Write([]byte{0}); err != nil {
+					return
+				}
+			}
 		}, true},
 		{"a slow refusal", func(w http.ResponseWriter) {
 			time.Sleep(1100 * time.Millisecond)

@@ -337,13 +337,10 @@ func (s *Server) pkg(w http.ResponseWriter, r *http.Request, req Request, e alpm
 	defer src.r.Close()
 	// Nothing is promised before a byte is at hand: a source that fails now (a mirror streamed past the
 	// budget that drops its connection) gets pacman a clean error, not an empty reply.
-	first := make([]byte, 32<<10)
-	n, err := io.ReadAtLeast(src.r, first, 1)
-	if err != nil && !(errors.Is(err, io.EOF) && e.Size == 0) {
+	if err := src.readFirst(e); err != nil {
 		s.noSource(w, req, fmt.Errorf("%s: %w", src.source, err), peersOnly)
 		return
 	}
-	src.r = prefixed(first[:n], src.r)
 	if !ifRange(r.Header.Get("If-Range"), e, src.modified) {
 		rg = byteRange{0, e.Size - 1, false} // RFC 9110 13.1.5: a stale validator gets the whole file
 	}
@@ -410,6 +407,24 @@ func setPackageHeaders(h http.Header, e alpmdb.Entry, rg byteRange, modified str
 	}
 	h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", rg.from, rg.to, e.Size))
 	return http.StatusPartialContent
+}
+
+// readFirst reads the body's first bytes (kept for the stream), and learns where they come from.
+func (b *body) readFirst(e alpmdb.Entry) error {
+	first := make([]byte, 32<<10)
+	n, err := io.ReadAtLeast(b.r, first, 1)
+	if err != nil && !(errors.Is(err, io.EOF) && e.Size == 0) {
+		return err
+	}
+	if o, ok := b.r.(origin); ok {
+		// A flight's stream: where its bytes come from is known once the first is read (a neighbour's
+		// failed attempt may have been the flight's source when the stream was made).
+		if source, modified := o.origin(); source != "" {
+			b.source, b.modified = source, modified
+		}
+	}
+	b.r = prefixed(first[:n], b.r)
+	return nil
 }
 
 // etag is a package's strong validator: its sha256 from the sync db, whatever source sends the bytes.
