@@ -228,6 +228,7 @@ func (m *mirrorFlags) seederOptions(ctx context.Context, c *common, t *mirrorTre
 		Ignore:        t.ignore,
 		Retain:        time.Duration(m.keepDays) * 24 * time.Hour,
 		PinPrefix:     MirrorPinPrefix,
+		Root:          t.root,
 	}
 	warnShared(ctx, n, log)
 	if m.keepDays > 0 {

@@ -371,3 +371,34 @@ func TestAFailedNeighbourIsBenched(t *testing.T) {
 		})
 	}
 }
+
+// A neighbour that reads, but too slowly to be done within the time this machine gives a neighbour's
+// copy, is cut then: it holds a LAN slot and the download's spool for a bounded time.
+func TestASlowReadingNeighbourIsCut(t *testing.T) {
+	data := nodetest.Bytes(15, 32<<20) // more than the sockets' buffers hold
+	m := newLANMachine(t, data, 256<<20)
+	m.srv.lanTime = func(int64) time.Duration { return 500 * time.Millisecond }
+	req, _ := http.NewRequest("GET", m.lan.URL+LANPrefix+"/core/os/x86_64/"+flightFile, nil)
+	sum := sha256.Sum256(data)
+	req.Header.Set(lanSumHeader, hex.EncodeToString(sum[:]))
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var got int
+	buf := make([]byte, 64<<10)
+	start := time.Now()
+	for {
+		time.Sleep(10 * time.Millisecond) // about 6 MiB/s: 5 s for the whole
+		n, err := resp.Body.Read(buf)
+		got += n
+		if err != nil {
+			break
+		}
+	}
+	if got >= len(data) {
+		t.Fatalf("the slow reader got the whole file in %s", time.Since(start))
+	}
+	t.Logf("cut after %d of %d bytes, %s", got, len(data), time.Since(start).Round(time.Millisecond))
+}

@@ -199,8 +199,12 @@ func (s *Server) passOn(w http.ResponseWriter, r *http.Request, f *flight, req R
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Content-Length", strconv.FormatInt(e.Size, 10))
 	w.WriteHeader(http.StatusOK)
-	// A neighbour that stops reading is cut off (writeStall): it must not hold the download's spool.
-	n, err := io.Copy(s.newStallWriter(w), src)
+	// A neighbour that stops reading is cut off (writeStall), and so is one that reads too slowly to be
+	// done within the time this machine gives a neighbour's copy (checkTime): it must not hold the
+	// download's spool, nor one of the LAN's slots, for longer.
+	out := s.newStallWriter(w)
+	out.until = time.Now().Add(s.lanTime(e.Size))
+	n, err := io.Copy(out, src)
 	if err != nil {
 		s.log.Info("a neighbour's download ended early", "file", req.File, "bytes", n, "err", err)
 		panic(http.ErrAbortHandler)

@@ -104,6 +104,7 @@ type Server struct {
 	benched     map[string]time.Time // neighbours not asked until then (see bench)
 	lanClient   *http.Client
 	today       *dayTally
+	lanTime     func(size int64) time.Duration // how long a neighbour's download may take: checkTime
 }
 
 // New returns a Server.
@@ -133,7 +134,7 @@ func New(opts Options) *Server {
 		opts.Metrics = NewMetrics()
 	}
 	s := &Server{opts: opts, log: opts.Log, cat: opts.Catalog, metrics: opts.Metrics, today: newDayTally(opts.TallyFile, opts.Log, time.Now),
-		flights: map[flightKey]*flight{}, lanStreams: make(chan struct{}, maxLANStreams), peerStreams: map[string]int{}, benched: map[string]time.Time{}, lanClient: NewLANClient()}
+		flights: map[flightKey]*flight{}, lanStreams: make(chan struct{}, maxLANStreams), peerStreams: map[string]int{}, benched: map[string]time.Time{}, lanClient: NewLANClient(), lanTime: checkTime}
 	s.life, s.stop = context.WithCancel(context.Background())
 	return s
 }

@@ -116,6 +116,7 @@ type stallWriter struct {
 	w     http.ResponseWriter
 	rc    *http.ResponseController
 	stall time.Duration
+	until time.Time // zero, or when the whole response must be out
 	err   error
 }
 
@@ -124,7 +125,11 @@ func (s *Server) newStallWriter(w http.ResponseWriter) *stallWriter {
 }
 
 func (s *stallWriter) Write(p []byte) (int, error) {
-	_ = s.rc.SetWriteDeadline(time.Now().Add(s.stall)) // not every ResponseWriter has deadlines
+	d := time.Now().Add(s.stall)
+	if !s.until.IsZero() && s.until.Before(d) {
+		d = s.until
+	}
+	_ = s.rc.SetWriteDeadline(d) // not every ResponseWriter has deadlines
 	n, err := s.w.Write(p)
 	if err != nil {
 		s.err = err

@@ -25,11 +25,12 @@ func ignored(name string, mode fs.FileMode) bool {
 	return mode.IsDir() || strings.HasSuffix(name, ".part")
 }
 
-// scanDir lists the entries of one CacheDir. Entries are lstat'ed, never followed, never opened.
-// A CacheDir that does not exist holds nothing.
+// scanDir lists the entries of one CacheDir. Entries are lstat'ed (through the directory's
+// descriptor), never followed, never opened. A CacheDir that does not exist holds nothing. root, when
+// not "", must hold dir: it is opened beneath root through no link (openDir).
 // ignore, when not nil, drops the entries the directory's layout says are not packages.
-func scanDir(dir string, ignore func(string, fs.FileMode) bool) ([]candidate, error) {
-	f, err := os.Open(dir)
+func scanDir(root, dir string, ignore func(string, fs.FileMode) bool) ([]candidate, error) {
+	f, err := openDir(root, dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
@@ -44,19 +45,55 @@ func scanDir(dir string, ignore func(string, fs.FileMode) bool) ([]candidate, er
 	out := make([]candidate, 0, len(names))
 	for _, name := range names {
 		path := filepath.Join(dir, name)
-		st, err := lstat(path)
-		if errors.Is(err, os.ErrNotExist) {
+		var sys unix.Stat_t
+		err := unix.Fstatat(int(f.Fd()), name, &sys, unix.AT_SYMLINK_NOFOLLOW)
+		if errors.Is(err, unix.ENOENT) {
 			continue // removed since the listing: gone is gone
 		}
 		if err != nil {
 			return nil, fmt.Errorf("stat %s: %w", path, err)
 		}
+		st := toFileStat(&sys)
 		if ignored(name, st.Mode) || (ignore != nil && ignore(path, st.Mode)) {
 			continue
 		}
 		out = append(out, candidate{Dir: dir, Name: name, Path: path, Stat: st})
 	}
 	return out, nil
+}
+
+// ErrOutside means a directory to scan is not reached from the root without leaving it or following a
+// symbolic link.
+var ErrOutside = errors.New("not beneath the root through real directories")
+
+// openDir opens dir; when root is not "", only beneath root and through no symbolic link, or fails
+// with ErrOutside (os.Root, which stays beneath root, where openat2 is missing).
+func openDir(root, dir string) (*os.File, error) {
+	if root == "" {
+		return os.Open(dir) // a CacheDir may be a link (to a bigger disk): pacman follows it too
+	}
+	rel, err := filepath.Rel(root, dir)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return nil, fmt.Errorf("%s: %w %s", dir, ErrOutside, root)
+	}
+	rfd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: root, Err: err}
+	}
+	defer unix.Close(rfd)
+	fd, err := unix.Openat2(rfd, rel, &unix.OpenHow{
+		Flags:   unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS,
+	})
+	switch {
+	case errors.Is(err, unix.ENOSYS):
+		return os.OpenInRoot(root, rel)
+	case errors.Is(err, unix.ELOOP) || errors.Is(err, unix.EXDEV):
+		return nil, fmt.Errorf("%s: %w %s", dir, ErrOutside, root)
+	case err != nil:
+		return nil, &fs.PathError{Op: "open", Path: dir, Err: err}
+	}
+	return os.NewFile(uintptr(fd), dir), nil
 }
 
 func lstat(path string) (fileStat, error) {

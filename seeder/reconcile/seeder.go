@@ -47,6 +47,11 @@ type Options struct {
 	// PinPrefix starts the names of the pins this seeder owns ("": node.PinPrefix, the cache's). A
 	// mirror tree's seeder has its own: each touches only its pins, on a node both use.
 	PinPrefix string
+	// Root, when set (a mirror tree's --root), holds every one of CacheDirs: each is opened beneath it
+	// through no symbolic link (openat2 RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS), and its entries are
+	// looked at through that descriptor, so a directory swapped for a link since the tree was checked
+	// is refused and nothing outside Root is listed or opened.
+	Root string
 }
 
 // Seeder runs reconcile passes. Its methods must not be called concurrently.
@@ -132,7 +137,7 @@ func (s *Seeder) collect(ctx context.Context, ix *alpmdb.Index, sigs bool) (inpu
 		case ok:
 			l.NoCopy, l.Why = r.CanReference(ctx, dir)
 		}
-		l.Entries, l.Err = scanDir(dir, s.opts.Ignore)
+		l.Entries, l.Err = scanDir(s.opts.Root, dir, s.opts.Ignore)
 		in.Dirs = append(in.Dirs, l)
 	}
 	pl := <-listed
