@@ -155,7 +155,8 @@ type agentParts struct {
 
 // buildAgent makes every part from the flags and pacman.conf, and opens the listeners.
 func buildAgent(f *agentFlags) (*agentParts, error) {
-	log := f.c.logger()
+	// The journal: a line per pass that changed something and per package served, every warning.
+	log := f.c.logger(slog.LevelInfo)
 	cfg, err := alpmdb.ReadConfig(f.c.pacmanConf)
 	if err != nil {
 		return nil, err

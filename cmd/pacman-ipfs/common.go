@@ -257,10 +257,10 @@ func parse(name, synopsis string, args []string, register func(*flag.FlagSet)) e
 	return nil
 }
 
-func (c *common) logger() *slog.Logger {
-	level := slog.LevelWarn
+// logger logs at level, or everything with -v (every file seeded and unpinned is a debug line).
+func (c *common) logger(level slog.Level) *slog.Logger {
 	if c.verbose {
-		level = slog.LevelInfo
+		level = slog.LevelDebug
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 }

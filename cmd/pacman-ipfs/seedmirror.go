@@ -81,7 +81,7 @@ func runSeedMirror(ctx context.Context, args []string) error {
 	if err := c.checkCluster(); err != nil {
 		return err
 	}
-	log := c.logger()
+	log := c.logger(slog.LevelWarn)
 	root, err := filepath.Abs(m.root)
 	if err != nil {
 		return err

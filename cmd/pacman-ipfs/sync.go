@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb"
@@ -23,7 +24,7 @@ func runSync(ctx context.Context, args []string) error {
 	if err := c.checkCluster(); err != nil {
 		return err
 	}
-	log := c.logger()
+	log := c.logger(slog.LevelWarn)
 	cfg, err := alpmdb.ReadConfig(c.pacmanConf)
 	if err != nil {
 		return err

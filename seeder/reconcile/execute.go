@@ -191,7 +191,7 @@ func (ps *pass) add(ctx context.Context, sd seed) error {
 	ps.rep.Added++
 	ps.rep.AddedBytes += sd.size()
 	ps.rep.count(sd)
-	ps.s.log.Info("seeded", "file", sd.Path, "repo", sd.Repo, "cid", c.String(), "bytes", sd.size())
+	ps.s.log.Debug("seeded", "file", sd.Path, "repo", sd.Repo, "cid", c.String(), "bytes", sd.size())
 	return nil
 }
 
@@ -275,7 +275,7 @@ func (ps *pass) unpin(ctx context.Context) error {
 		}
 		delete(ps.s.state.Gone, c.String())
 		ps.rep.Unpinned++
-		ps.s.log.Info("unpinned", "cid", c.String(), "pin", ps.in.Pins[c])
+		ps.s.log.Debug("unpinned", "cid", c.String(), "pin", ps.in.Pins[c])
 	}
 	return nil
 }
