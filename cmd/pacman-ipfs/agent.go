@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -263,8 +265,15 @@ func (p *agentParts) buildEndpoint(f *agentFlags, cfg *alpmdb.Config, figures *e
 		owner = p.link.owner
 	}
 	p.drops = newDropper(p.api, p.pf, p.log)
+	var forbidden func() string
+	if elsewhere(mirrors) && networkForbidden(context.Background()) {
+		p.log.Warn(forbiddenWhy)
+		p.agent.Note(forbiddenWhy)
+		forbidden = func() string { return forbiddenWhy }
+	}
 	p.ep = endpoint.New(endpoint.Options{
-		Catalog: p.cat, Node: p.api, Metrics: figures, Owner: owner,
+		Forbidden: forbidden,
+		Catalog:   p.cat, Node: p.api, Metrics: figures, Owner: owner,
 		AgentMetrics: func(w io.Writer) { agentMetrics(w, p.agent, p.lan, p.pf, p.cat) },
 		Mirrors:      mirrors, Hedge: f.hedge, Budget: f.budget, MirrorCheck: f.mirrorCheck, SpoolDir: spool, Log: p.log,
 		Signatures: pacmanKeyring(cfg, p.log), Served: p.drops.enqueue, PacmanWaits: cfg.DisableDownloadTimeout,
@@ -274,6 +283,21 @@ func (p *agentParts) buildEndpoint(f *agentFlags, cfg *alpmdb.Config, figures *e
 	p.web = boundedServer(p.ep.ServeHTTP, p.agent.Busy, p.log)
 	p.log.Info("mirror endpoint", "addr", p.webLn.Addr().String(), "mirrors", len(mirrors), "indexes", len(f.indexes))
 	return nil
+}
+
+// elsewhere says whether a mirror of the list is not on loopback (nor a file:// one).
+func elsewhere(mirrors []string) bool {
+	for _, m := range mirrors {
+		u, err := url.Parse(m)
+		if err != nil || u.Scheme == "file" {
+			continue
+		}
+		h := u.Hostname()
+		if a, err := netip.ParseAddr(h); h != "localhost" && (err != nil || !a.Unmap().IsLoopback()) {
+			return true
+		}
+	}
+	return false
 }
 
 // run starts every part under one group and returns when the agent stops (idle exit, SIGTERM, a part

@@ -78,6 +78,8 @@ type agentStatus struct {
 	// Package bytes the endpoint handed to pacman since the agent started, by source.
 	FromPeers   int64 `json:"from_peers_bytes"`
 	FromMirrors int64 `json:"from_mirrors_bytes"`
+	// Notes: what the agent found at start that a user must know (the unit forbids the network).
+	Notes []string `json:"notes,omitempty"`
 }
 
 type nodeStatus struct {
@@ -205,7 +207,7 @@ func agentReport(ctx context.Context, socket string, st *status) (*reconcile.Rep
 	}
 	st.Agent = &agentStatus{Socket: socket, PID: as.PID, Started: as.Started, State: as.State, Passes: as.Passes,
 		Events: as.Events, LastError: as.LastError, NextRetry: as.NextRetry, Watching: as.Watching, Missing: as.Missing,
-		FromPeers: as.FromPeers, FromMirrors: as.FromMirrors}
+		FromPeers: as.FromPeers, FromMirrors: as.FromMirrors, Notes: as.Notes}
 	return as.Last, ""
 }
 
@@ -269,6 +271,9 @@ func printAgent(w io.Writer, a *agentStatus) {
 	fmt.Fprintf(w, "agent:     pid %d, %s, %d passes, %d events since %s\n", a.PID, a.State, a.Passes, a.Events, a.Started.Local().Format(time.DateTime))
 	if a.LastError != "" {
 		fmt.Fprintf(w, "           last error: %s\n", a.LastError)
+	}
+	for _, n := range a.Notes {
+		fmt.Fprintf(w, "           note: %s\n", n)
 	}
 	for _, m := range a.Missing {
 		fmt.Fprintf(w, "           waiting for %s to exist\n", m)

@@ -94,6 +94,9 @@ type Status struct {
 	// Package bytes the endpoint handed to pacman since the agent started, by source.
 	FromPeers   int64 `json:"from_peers_bytes"`
 	FromMirrors int64 `json:"from_mirrors_bytes"`
+	// Notes are what the agent found of its surroundings at start that a user must know (the unit
+	// forbids the network the endpoint needs).
+	Notes []string `json:"notes,omitempty"`
 }
 
 // New returns an agent. Run starts it.
@@ -380,10 +383,18 @@ func (a *Agent) handle(ctx context.Context, req control.Request, peer control.Pe
 }
 
 // Status returns a copy of the agent's status.
+// Note adds what a user must know to the status.
+func (a *Agent) Note(msg string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.st.Notes = append(a.st.Notes, msg)
+}
+
 func (a *Agent) Status() Status {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	st := a.st
+	st.Notes = append([]string(nil), a.st.Notes...)
 	st.Goroutines = runtime.NumGoroutine()
 	st.Watching = append([]string(nil), a.st.Watching...)
 	st.Missing = append([]string(nil), a.st.Missing...)

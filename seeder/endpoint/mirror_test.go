@@ -789,3 +789,25 @@ func TestRedirectPolicy(t *testing.T) {
 		t.Error("more than maxRedirects followed")
 	}
 }
+
+// Where the unit forbids the network (Options.Forbidden), a mirror that is not on loopback fails at
+// once and says why, where a connection would hang until pacman gave up; a loopback mirror still serves.
+func TestForbiddenMirrorFailsAtOnce(t *testing.T) {
+	why := "the unit forbids the network"
+	s := newSetupWith(t, func(o *Options) {
+		// 192.0.2.1 (TEST-NET-1) answers nothing: without Forbidden these requests would hang.
+		o.Mirrors = append([]string{"http://192.0.2.1/$repo/os/$arch"}, o.Mirrors...)
+		o.Forbidden = func() string { return why }
+	})
+	code, body, took, _ := s.get(t, "/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst")
+	if code != http.StatusBadGateway || !strings.Contains(string(body), why) || !strings.Contains(string(body), "192.0.2.1") {
+		t.Errorf("%d %.200q: want a 502 naming the mirror and why", code, body)
+	}
+	t.Logf("the forbidden mirror failed in %s", took)
+	s.mirror.files["/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst"] = s.small
+	code, body, took, err := s.get(t, "/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst")
+	if err != nil || code != 200 || !bytes.Equal(body, s.small) {
+		t.Fatalf("%d, %d bytes, %v: want the loopback mirror's file", code, len(body), err)
+	}
+	t.Logf("then served by the loopback mirror in %s", took)
+}

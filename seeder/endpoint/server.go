@@ -38,6 +38,10 @@ type Options struct {
 	Node    Fetcher
 	// Mirrors are Server templates ($repo, $arch), tried in order.
 	Mirrors []string
+	// Forbidden, when set and saying why, means this process may reach loopback only (the packaged
+	// unit's IPAddressDeny=any, which drops packets, so a connection would hang until pacman gives up):
+	// a mirror elsewhere fails at once, with that reason.
+	Forbidden func() string
 	// Metrics are the endpoint's figures; default: its own. AgentMetrics, when set, adds to what
 	// /metrics answers (the agent's own figures).
 	Metrics      *Metrics
