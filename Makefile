@@ -23,7 +23,7 @@ VERSION   := $(shell sed -n 's/^pkgver=//p' PKGBUILD)
 PACMAN7_ROOT ?= /var/tmp/pacman-ipfs-trixie
 export PACMAN_IPFS_PACMAN7_ROOT := $(PACMAN7_ROOT)
 
-.PHONY: all build test test-pacman7 test-package unit lint demo bench deps kubo packaging dist clean
+.PHONY: all build test test-pacman7 test-package test-units unit lint demo bench deps kubo packaging dist clean
 
 all: build
 
@@ -78,6 +78,18 @@ test: deps kubo
 test-pacman7: kubo
 	testdata/pacman7-root.sh make --no-print-directory test LEG=pacman7
 	testdata/pacman7-root.sh make --no-print-directory test-package
+
+# The units booted under systemd as PID 1 (systemd-nspawn), with the package test-pacman7 built laid out
+# as pacman lays it out: in this machine's own tree (on CI Debian bookworm: systemd 252, pacman 6.0; the
+# package's two binaries rebuilt for its libalpm) and in the trixie root (systemd 257, pacman 7.0).
+# Read-only under an overlay: neither tree keeps anything of it. Root only; after test-pacman7.
+PACMAN7_PKG = $(wildcard $(PACMAN7_ROOT)/var/tmp/pacman-ipfs-pkg/pacman-ipfs-*.pkg.tar.*)
+test-units: kubo
+	@[ -n "$(PACMAN7_PKG)" ] || { echo "test-units: no package: run make test-pacman7 first"; exit 1; }
+	$(GO) build -trimpath -tags '$(TAGS)' -o $(BIN)/host/pacman-ipfs ./cmd/pacman-ipfs
+	$(GO) build -trimpath -o $(BIN)/host/pacman-ipfs-notify ./cmd/pacman-ipfs-notify
+	testdata/boot-units.sh "$$(. /etc/os-release && echo $$ID-$$VERSION_CODENAME)" / $(PACMAN7_PKG) $(BIN)/host
+	testdata/boot-units.sh pacman7-root $(PACMAN7_ROOT) $(PACMAN7_PKG)
 
 # makepkg builds the package from `make dist`'s tarball as an unprivileged user (check() included),
 # pacman -U installs it into a scratch root, and testdata/package-check.sh checks what it installed.

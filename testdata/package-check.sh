@@ -44,6 +44,10 @@ start=$(date +%s)
 grep -E '^(ok|FAIL|---)' "$work/makepkg.log" | grep -v '^--- SKIP' || true
 step "makepkg took $(($(date +%s) - start)) s"
 pkg=$(ls "$work"/build/pacman-ipfs-*.pkg.tar.* | grep -v '\.sig$')
+# Kept for `make test-units`, which boots it under systemd (/var/tmp of the pacman 7 root).
+mkdir -p /var/tmp/pacman-ipfs-pkg
+rm -f /var/tmp/pacman-ipfs-pkg/pacman-ipfs-*.pkg.tar.*
+cp "$pkg" /var/tmp/pacman-ipfs-pkg/
 
 # A scratch root: pacman -U runs the package's own hook there, chrooted, as it would on a machine.
 root=$work/root
