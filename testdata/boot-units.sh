@@ -94,7 +94,12 @@ systemd-nspawn -b --register=no --keep-unit --capability=CAP_BPF,CAP_PERFMON --s
 nsp=$!
 for _ in $(seq 1 100); do init=$(pgrep -P "$nsp" | head -n1) && [ -n "$init" ] && break; sleep 0.1; done
 ctr() { nsenter -t "$init" -a -- env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 HOME=/root "$@"; }
-state=$(ctr timeout 120 systemctl is-system-running --wait 2>&1 || true)
+state=
+for _ in $(seq 1 600); do # the bus comes up a moment after PID 1
+	state=$(ctr timeout 120 systemctl is-system-running --wait 2>/dev/null || true)
+	case $state in running | degraded | maintenance) break ;; esac
+	sleep 0.2
+done
 echo "boot-$name: booted: $(ctr systemctl --version | head -n1), $(ctr pacman --version | grep -o 'Pacman v[0-9.]*'), the system $state"
 
 check() { # what, command...
@@ -173,7 +178,7 @@ forbidden() {
 }
 check "a mirror the unit forbids: a 502 naming the cause and the drop-in" forbidden
 echo "boot-$name: (that answer took $(tail -n1 "$work/out" | cut -d' ' -f2) s)"
-check "the journal names it" eval 'ctr journalctl -u pacman-ipfs.service -o cat | grep -q "forbids the network (IPAddressDeny=)"'
+check "the journal names it" within 10 eval 'ctr journalctl -u pacman-ipfs.service -o cat | grep -qF "forbids the network (IPAddressDeny=)"'
 check "status names it" eval 'ctr pacman-ipfs status | grep -q "note: pacman-ipfs.service forbids the network"'
 echo 'Server = http://127.0.0.1/$repo/os/$arch' >"$root/etc/pacman.d/mirrorlist"
 ctr systemctl stop pacman-ipfs.service
@@ -195,7 +200,7 @@ mkdir -p "$root/etc/systemd/system/pacman-ipfs.service.d"
 printf '[Service]\nExecStart=\nExecStart=/usr/bin/pacman-ipfs agent --idle-exit 5s\n' >"$root/etc/systemd/system/pacman-ipfs.service.d/idle.conf"
 ctr systemctl daemon-reload
 ctr systemctl stop pacman-ipfs.service
-check "the hook's client starts the agent" eval 'ctr /usr/lib/pacman-ipfs/pacman-ipfs-notify --reconcile --wait && active pacman-ipfs.service active'
+check "the hook's client starts the agent" eval 'ctr /usr/lib/pacman-ipfs/pacman-ipfs-notify --reconcile --wait && within 30 active pacman-ipfs.service active'
 check "the agent leaves when idle; its socket stays" within 60 eval 'active pacman-ipfs.service inactive && active pacman-ipfs.socket active'
 rm "$root/etc/systemd/system/pacman-ipfs.service.d/idle.conf"
 ctr systemctl daemon-reload

@@ -266,7 +266,7 @@ func (p *agentParts) buildEndpoint(f *agentFlags, cfg *alpmdb.Config, figures *e
 	}
 	p.drops = newDropper(p.api, p.pf, p.log)
 	var forbidden func() string
-	if elsewhere(mirrors) && networkForbidden(context.Background()) {
+	if elsewhere(mirrors) && networkForbidden(context.Background(), mirrors) {
 		p.log.Warn(forbiddenWhy)
 		p.agent.Note(forbiddenWhy)
 		forbidden = func() string { return forbiddenWhy }

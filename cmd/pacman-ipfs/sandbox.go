@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"syscall"
 	"time"
@@ -24,31 +25,46 @@ const forbiddenWhy = "pacman-ipfs.service forbids the network (IPAddressDeny=): 
 // under a millisecond when nothing drops it.
 const probeTimeout = 300 * time.Millisecond
 
-// networkForbidden says whether this process may reach loopback only. It tries the first address of
-// this machine's interfaces that is not loopback (nor link-local); with none, it cannot tell and says no.
-func networkForbidden(ctx context.Context) bool {
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
+// networkForbidden says whether this process may reach loopback only. It asks this machine's own
+// address on the way to mirrors (ownAddress); with none, it cannot tell and says no.
+func networkForbidden(ctx context.Context, mirrors []string) bool {
+	own, ok := ownAddress(mirrors)
+	if !ok {
 		return false
 	}
-	for _, a := range addrs {
-		p, err := netip.ParsePrefix(a.String())
-		if err != nil {
-			continue
-		}
-		ip := p.Addr()
-		if ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsMulticast() {
-			continue
-		}
-		// Port 9 (discard): closed on nearly every machine, so refused at once when allowed.
-		d := net.Dialer{Timeout: probeTimeout}
-		c, err := d.DialContext(ctx, "tcp", net.JoinHostPort(ip.String(), strconv.Itoa(9)))
-		if err == nil {
-			c.Close()
-			return false
-		}
-		var ne net.Error
-		return errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EACCES)
+	// Port 9 (discard): closed on nearly every machine, so refused at once when allowed.
+	d := net.Dialer{Timeout: probeTimeout}
+	c, err := d.DialContext(ctx, "tcp", net.JoinHostPort(own.String(), strconv.Itoa(9)))
+	if err == nil {
+		c.Close()
+		return false
 	}
-	return false
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EACCES)
+}
+
+// ownAddress is the address this machine would send from to TEST-NET-1 (the default route), or else to
+// a mirror named by its address. A UDP socket's connect only picks the route: no packet is sent, no
+// name is resolved, and it needs no netlink (which the unit's RestrictAddressFamilies= refuses).
+func ownAddress(mirrors []string) (netip.Addr, bool) {
+	targets := []string{"192.0.2.1"}
+	for _, m := range mirrors {
+		if u, err := url.Parse(m); err == nil {
+			if a, err := netip.ParseAddr(u.Hostname()); err == nil && !a.IsLoopback() {
+				targets = append(targets, a.String())
+			}
+		}
+	}
+	for _, t := range targets {
+		c, err := net.Dial("udp", net.JoinHostPort(t, "9"))
+		if err != nil {
+			continue // no route
+		}
+		a := c.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
+		c.Close()
+		if a.IsValid() && !a.IsLoopback() && !a.IsUnspecified() {
+			return a, true
+		}
+	}
+	return netip.Addr{}, false
 }
