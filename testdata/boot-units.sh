@@ -69,7 +69,10 @@ mkpkg big $((3 << 20))
 mkpkg other $((200 << 10))
 repo-add -q "$repo/core.db.tar.gz" "$repo"/*.pkg.tar.gz
 mkdir -p "$root/etc/nginx/sites-enabled" "$root/var/lib/pacman/sync" "$root/var/cache/pacman/pkg" "$root/etc/pacman.d"
-cat >"$root/etc/nginx/sites-enabled/default" <<'EOF'
+# Written as new files only: a link in the tree (Debian's sites-enabled/default is an absolute one) would
+# be followed out of it, into this machine's own /etc.
+rm -f "$root/etc/nginx/sites-enabled/default" "$root/etc/pacman.conf" "$root/etc/pacman.d/mirrorlist" "$root/etc/pacman-ipfs/seed-mirror.conf"
+cat >"$root/etc/nginx/sites-enabled/pacman-ipfs-mirror" <<'EOF'
 server {
 	listen 80 default_server;
 	root /srv/mirror;
@@ -79,6 +82,7 @@ echo 'Server = http://127.0.0.1/$repo/os/$arch' >"$root/etc/pacman.d/mirrorlist"
 pacmanconf() { # the lines of [core] before its Include
 	{
 		printf '[options]\nArchitecture = x86_64\nSigLevel = Never\nLocalFileSigLevel = Never\n'
+		[ -z "${downloaduser:-}" ] || printf 'DownloadUser = %s\n' "$downloaduser"
 		printf '[core]\n'
 		printf '%s\n' "$@"
 		printf 'Include = /etc/pacman.d/mirrorlist\n'
@@ -101,6 +105,13 @@ for _ in $(seq 1 600); do # the bus comes up a moment after PID 1
 	sleep 0.2
 done
 echo "boot-$name: booted: $(ctr systemctl --version | head -n1), $(ctr pacman --version | grep -o 'Pacman v[0-9.]*'), the system $state"
+
+# pacman 7 downloads as an unprivileged user, as Arch's pacman.conf has it.
+if ! ctr pacman --version | grep -q 'Pacman v6\.'; then
+	ctr useradd --system --no-create-home --shell /usr/sbin/nologin alpm
+	downloaduser=alpm
+	pacmanconf
+fi
 
 check() { # what, command...
 	local what=$1

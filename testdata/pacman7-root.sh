@@ -13,8 +13,9 @@ set -euo pipefail
 root=${PACMAN_IPFS_PACMAN7_ROOT:-/var/tmp/pacman-ipfs-trixie}
 src=$(cd "$(dirname "$0")/.." && pwd)
 mirror=${PACMAN_IPFS_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-# What make test and makepkg need in the root, besides Go (bind-mounted).
-pkgs=gcc,libc6-dev,make,git,pkg-config,libalpm-dev,libarchive-dev,pacman-package-manager,makepkg,libarchive-tools,systemd,zstd,fakeroot,file,binutils,ca-certificates,gpg,gpgv,gpg-agent,iproute2,procps,sudo,xz-utils
+# What make and makepkg need in the root, besides Go (bind-mounted); every tool a test needs comes from
+# `make deps`, as on any minimal Debian (iproute2, nginx, curl...).
+pkgs=gcc,libc6-dev,make,git,pkg-config,libalpm-dev,libarchive-dev,pacman-package-manager,makepkg,libarchive-tools,systemd,zstd,fakeroot,file,binutils,ca-certificates,gpg,gpgv,gpg-agent,procps,sudo,xz-utils
 
 if [ "$(id -u)" != 0 ]; then
 	echo "pacman7-root.sh: needs root (debootstrap, chroot, mounts)" >&2
