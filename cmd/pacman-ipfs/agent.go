@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -341,21 +343,15 @@ func (p *agentParts) closeListeners() {
 }
 
 // listeners returns the control socket and the mirror endpoint's socket: those systemd passed
-// (LISTEN_FDS; a Unix socket is the control socket, a TCP one the endpoint), else those created from the
-// flags. The endpoint only ever listens on loopback.
+// (LISTEN_FDS, picked by name: pickListeners), else those created from the flags. The endpoint only ever
+// listens on loopback.
 func listeners(controlPath, httpAddr string) (control, web net.Listener, err error) {
-	lns, err := activation.Listeners()
+	named, err := activation.ListenersWithNames()
 	if err != nil {
 		return nil, nil, fmt.Errorf("socket activation: %w", err)
 	}
-	for _, ln := range lns {
-		switch a := ln.(type) {
-		case nil:
-		case *net.UnixListener:
-			control = a
-		case *net.TCPListener:
-			web = a
-		}
+	if control, web, err = pickListeners(named); err != nil {
+		return nil, nil, err
 	}
 	if control == nil {
 		if control, err = controlListener(controlPath); err != nil {
@@ -374,6 +370,52 @@ func listeners(controlPath, httpAddr string) (control, web net.Listener, err err
 		}
 	}
 	return control, web, nil
+}
+
+// The names the units give their sockets (FileDescriptorName=).
+const (
+	controlSocketName = "control"
+	mirrorSocketName  = "mirror"
+)
+
+// pickListeners picks the control socket and the endpoint's socket by the names systemd passed them
+// under; a socket without a name (systemd-socket-activate without --fdname) by its type. A socket of
+// another name, of the wrong type, or a second one for the same use is an error naming it, and every
+// socket passed is closed then: none is replaced silently, none is left open.
+func pickListeners(named map[string][]net.Listener) (control, web net.Listener, err error) {
+	for _, name := range slices.Sorted(maps.Keys(named)) {
+		for _, ln := range named[name] {
+			_, unix := ln.(*net.UnixListener)
+			_, tcp := ln.(*net.TCPListener)
+			use, slot := name, &control
+			switch unnamed := strings.HasPrefix(name, "LISTEN_FD_") || name == "unknown"; {
+			case name == controlSocketName && unix, unnamed && unix:
+				use = controlSocketName
+			case name == mirrorSocketName && tcp, unnamed && tcp:
+				use, slot = mirrorSocketName, &web
+			default:
+				err = fmt.Errorf("socket %q (%s %s) passed by systemd: the agent takes a Unix socket named %q and a TCP one named %q (FileDescriptorName=)",
+					name, ln.Addr().Network(), ln.Addr(), controlSocketName, mirrorSocketName)
+			}
+			if err == nil && *slot != nil {
+				err = fmt.Errorf("two sockets passed by systemd for the %s: %s and %s", use, (*slot).Addr(), ln.Addr())
+			}
+			if err != nil {
+				closeAll(named)
+				return nil, nil, err
+			}
+			*slot = ln
+		}
+	}
+	return control, web, nil
+}
+
+func closeAll(named map[string][]net.Listener) {
+	for _, lns := range named {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}
 }
 
 // controlListener creates the control socket at path, or returns nil for "".

@@ -118,7 +118,7 @@ func (w *endpointWorld) startBActivated(t *testing.T, args ...string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	all := append([]string{"-l", "127.0.0.1:" + strconv.Itoa(w.port), "-l", w.control, "-E", "PACMAN_IPFS_BE_CLI=1",
+	all := append([]string{"-l", "127.0.0.1:" + strconv.Itoa(w.port), "-l", w.control, "--fdname=mirror:control", "-E", "PACMAN_IPFS_BE_CLI=1",
 		exe, "agent", "--idle-exit", "15m", // pacman-ipfs.service's ExecStart
 		"--pacman-conf", w.b.Conf, "--api", w.nodeB.APIAddr, "--state-dir", t.TempDir(), "-v",
 		"--quiet", "200ms", "--hedge", testHedge}, args...)

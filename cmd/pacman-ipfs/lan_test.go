@@ -238,7 +238,7 @@ func (h *lanHost) startAgent(t testing.TB, extra ...string) {
 		t.Fatal(err)
 	}
 	h.control = filepath.Join(t.TempDir(), "control.sock")
-	h.logs = runLogged(t, h.cmd(append([]string{"systemd-socket-activate", "-l", "127.0.0.1:7878", "-l", h.control,
+	h.logs = runLogged(t, h.cmd(append([]string{"systemd-socket-activate", "-l", "127.0.0.1:7878", "-l", h.control, "--fdname=mirror:control", // the units' FileDescriptorName=
 		"-E", "PACMAN_IPFS_BE_CLI=1", "-E", "IPFS_PATH=" + filepath.Join(t.TempDir(), "none"),
 		// The unit's Nice=10: seeding is background work.
 		"nice", "-n", "10", exe, "agent", "--idle-exit", "15m", "--pacman-conf", h.sb.Conf, "--state-dir", t.TempDir(), "-v"}, extra...)...), syscall.SIGTERM, "agent on "+h.name)
