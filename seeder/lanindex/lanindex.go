@@ -49,42 +49,67 @@ type Exchange struct {
 	probe      func(ctx context.Context, peer string) bool
 	self       string // this node's peer ID
 	lanPeers   int    // peers connected over LAN addresses, at the last round
-	published  string // the root last published
-	publishing bool
+	published  string        // the root last published
+	pending    string        // the root to publish next ("" or published: nothing to do)
+	kick       chan struct{} // wakes the publisher
 }
 
 // New returns an Exchange that looks its neighbours up every interval (and at once when woken).
 func New(node func(context.Context) (Node, error), every time.Duration, log *slog.Logger) *Exchange {
-	return &Exchange{node: node, log: log, every: every, resolveTimeout: ResolveTimeout, roots: map[string]string{}}
+	return &Exchange{node: node, log: log, every: every, resolveTimeout: ResolveTimeout, roots: map[string]string{},
+		kick: make(chan struct{}, 1)}
 }
 
-// Publish points this machine's name at root (an /ipfs/ path), in the background. A root handed over
-// while a publish runs is dropped: the next pass that changes the index publishes again.
+// Publish asks for this machine's name to point at root (an /ipfs/ path). Run's publisher does it, in
+// the background; a root handed over while a publish runs is published after it (the newest wins).
 func (x *Exchange) Publish(root string) {
 	x.mu.Lock()
-	if root == "" || root == x.published || x.publishing {
+	if root == "" || root == x.published {
 		x.mu.Unlock()
 		return
 	}
-	x.publishing = true
+	x.pending = root
 	x.mu.Unlock()
-	go func() {
-		ok := x.publish(root)
-		x.mu.Lock()
-		x.publishing = false
-		if ok {
-			x.published = root
-		}
-		x.mu.Unlock()
-	}()
+	select {
+	case x.kick <- struct{}{}:
+	default: // a kick is waiting already; it will see the newest root
+	}
 }
 
-func (x *Exchange) publish(root string) bool {
+// publishLoop publishes the pending root whenever Publish asks, one publish at a time, until ctx ends.
+func (x *Exchange) publishLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-x.kick:
+		}
+		x.mu.Lock()
+		root := x.pending
+		x.mu.Unlock()
+		if root == "" || root == x.lastPublished() {
+			continue
+		}
+		if x.publish(ctx, root) {
+			x.mu.Lock()
+			x.published = root
+			x.mu.Unlock()
+		}
+	}
+}
+
+func (x *Exchange) lastPublished() string {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.published
+}
+
+func (x *Exchange) publish(ctx context.Context, root string) bool {
 	c, err := cid.Decode(root[len("/ipfs/"):])
 	if err != nil {
 		return false
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), PublishTimeout)
+	ctx, cancel := context.WithTimeout(ctx, PublishTimeout)
 	defer cancel()
 	n, err := x.node(ctx)
 	if err != nil {
@@ -133,9 +158,13 @@ func (x *Exchange) Agents() (self string, peers []string) {
 	return x.self, slices.Clone(x.agents)
 }
 
-// Run looks the neighbours' names up until ctx is done: soon after the start (mDNS finds the
+// Run publishes this machine's index when asked (Publish) and looks the neighbours' names up until ctx
+// is done, and returns when both have stopped: soon after the start (mDNS finds the
 // neighbours within a second or so, and they publish after their first pass), then every interval.
 func (x *Exchange) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait() // the publisher ends with Run
+	wg.Go(func() { x.publishLoop(ctx) })
 	wait := min(time.Second, x.every)
 	for {
 		x.round(ctx)

@@ -128,25 +128,42 @@ func TestRoundWithWithheldNames(t *testing.T) {
 		time.Since(start).Round(time.Millisecond), x.resolveTimeout, lookUpParallel)
 }
 
+// Publish asks; Run's publisher publishes each new root once, and ends with Run.
 func TestPublishOnlyChanges(t *testing.T) {
 	f := &fakeNode{}
 	x := New(func(context.Context) (Node, error) { return f, nil }, time.Hour, slog.New(slog.DiscardHandler))
-	root := "/ipfs/" + testCID(1).String()
-	for range 3 {
-		x.Publish(root)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { x.Run(ctx); close(done) }()
+	published := func(root string) bool {
 		deadline := time.Now().Add(5 * time.Second)
-		for {
-			x.mu.Lock()
-			done := x.published == root && !x.publishing
-			x.mu.Unlock()
-			if done || time.Now().After(deadline) {
-				break
+		for x.lastPublished() != root {
+			if time.Now().After(deadline) {
+				return false
 			}
 			time.Sleep(5 * time.Millisecond)
 		}
+		return true
+	}
+	root := "/ipfs/" + testCID(1).String()
+	for range 3 {
+		x.Publish(root)
+		if !published(root) {
+			t.Fatal("not published")
+		}
 	}
 	x.Publish("")
-	if len(f.published) != 1 {
-		t.Errorf("published %d times for one root", len(f.published))
+	// A newer root is published too.
+	root2 := "/ipfs/" + testCID(2).String()
+	x.Publish(root2)
+	if !published(root2) {
+		t.Fatal("the newer root not published")
+	}
+	cancel()
+	<-done
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.published) != 2 {
+		t.Errorf("published %d times for two roots", len(f.published))
 	}
 }
