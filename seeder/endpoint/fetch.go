@@ -162,10 +162,16 @@ func (r *racing) start(name string, get func(context.Context) (*body, error)) {
 	sctx, cancel := context.WithCancel(r.ctx)
 	r.cancels[name] = cancel
 	r.running++
-	go func() {
+	r.s.races.Go(func() {
 		b, err := get(sctx)
 		r.results <- result{name, b, err}
-	}()
+	})
+}
+
+// drainRest closes, in the background, what the sources still running deliver: the race is decided.
+func (r *racing) drainRest() {
+	results, left := r.results, r.running
+	r.s.races.Go(func() { drain(results, left) })
 }
 
 func (r *racing) startMirrors() {
@@ -177,7 +183,7 @@ func (r *racing) startMirrors() {
 // lose ends the race without a winner.
 func (r *racing) lose(err error) error {
 	r.cancelAll()
-	go drain(r.results, r.running)
+	r.drainRest()
 	return errors.Join(append(r.errs, err)...)
 }
 
@@ -187,7 +193,7 @@ func (r *racing) hedged() (done bool, err error) {
 	if r.peersOnly {
 		// Nothing from any peer within the hedge delay: a fast "no", so pacman moves on.
 		r.cancelAll()
-		go drain(r.results, r.running)
+		r.drainRest()
 		return true, errNoSource
 	}
 	if r.cancels["mirror"] == nil {
@@ -207,7 +213,7 @@ func (r *racing) finished(res result) (*body, bool, error) {
 				cancel()
 			}
 		}
-		go drain(r.results, r.running)
+		r.drainRest()
 		if res.name == "mirror" && !res.b.verified && r.check.Defined() {
 			if f := r.s.runningCheck(r.e, r.check); f != nil {
 				res.b.sw = newSwitcher(r.ctx, res.b, f)
@@ -228,7 +234,7 @@ func (r *racing) finished(res result) (*body, bool, error) {
 	if res.name == "mirror" && !r.ipfsProgress {
 		// Every mirror failed and no peer has sent a byte: nobody is coming.
 		r.cancelAll()
-		go drain(r.results, r.running)
+		r.drainRest()
 		return nil, true, errors.Join(r.errs...)
 	}
 	return nil, false, nil

@@ -99,6 +99,8 @@ type Server struct {
 	life    context.Context
 	stop    context.CancelFunc
 	running sync.WaitGroup
+	// races are a request's sources and what drains the losers: bound to the request, joined by Close.
+	races sync.WaitGroup
 
 	flightsMu   sync.Mutex
 	flights     map[flightKey]*flight // downloads and IPFS checks, running or kept a while
@@ -150,6 +152,7 @@ func (s *Server) Close() {
 	s.stop()
 	s.flightsMu.Unlock()
 	s.running.Wait()
+	s.races.Wait()
 	s.flightsMu.Lock()
 	for k, f := range s.flights {
 		f.mu.Lock()

@@ -43,15 +43,15 @@ type Exchange struct {
 	// resolveTimeout bounds each question to one neighbour (ResolveTimeout).
 	resolveTimeout time.Duration
 
-	mu         sync.Mutex
-	roots      map[string]string // peer ID -> /ipfs/<root>
-	agents     []string          // LAN peers whose agent serves Protocol, sorted
-	probe      func(ctx context.Context, peer string) bool
-	self       string // this node's peer ID
-	lanPeers   int    // peers connected over LAN addresses, at the last round
-	published  string        // the root last published
-	pending    string        // the root to publish next ("" or published: nothing to do)
-	kick       chan struct{} // wakes the publisher
+	mu        sync.Mutex
+	roots     map[string]string // peer ID -> /ipfs/<root>
+	agents    []string          // LAN peers whose agent serves Protocol, sorted
+	probe     func(ctx context.Context, peer string) bool
+	self      string        // this node's peer ID
+	lanPeers  int           // peers connected over LAN addresses, at the last round
+	published string        // the root last published
+	pending   string        // the root to publish next ("" or published: nothing to do)
+	kick      chan struct{} // wakes the publisher
 }
 
 // New returns an Exchange that looks its neighbours up every interval (and at once when woken).
