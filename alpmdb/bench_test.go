@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"testing"
 	"time"
 
@@ -66,7 +65,7 @@ func BenchmarkLoad15000(b *testing.B) {
 	}
 	b.StopTimer()
 
-	load, walk := ms(median(loads)), ms(median(walks))
+	load, walk := ms(alpmtest.Median(loads)), ms(alpmtest.Median(walks))
 	b.ReportMetric(load, "load-ms")
 	b.ReportMetric(walk, "bare-walk-ms")
 	b.ReportMetric(load/walk, "x-bare")
@@ -93,15 +92,6 @@ func bareWalk(b *testing.B, dbPath, repo string) int {
 		return nil
 	})
 	return n
-}
-
-func median(d []time.Duration) time.Duration {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -151,18 +151,6 @@ func (e *e2e) pinned(t *testing.T) []string {
 	return names
 }
 
-func within(t testing.TB, d time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > d {
-			t.Fatalf("not within %s: %s", d, what)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-	return time.Since(start)
-}
-
 func (e *e2e) hookLines(out string) []string {
 	var lines []string
 	for _, l := range strings.Split(out, "\n") {
@@ -195,7 +183,7 @@ func TestAgentEndToEnd(t *testing.T) {
 	if lines := e.hookLines(out); len(lines) > 0 {
 		t.Errorf("the hook printed %q", lines)
 	}
-	took := within(t, 30*time.Second, "pacman -S leads to pins", func() bool {
+	took := alpmtest.Eventually(t, 30*time.Second, "pacman -S leads to pins", func() bool {
 		return slices.Equal(e.pinned(t), e.sb.CachedPackages(t))
 	})
 	t.Logf("pins %v %s after pacman -S returned", e.pinned(t), took.Round(time.Millisecond))
@@ -207,10 +195,10 @@ func TestAgentEndToEnd(t *testing.T) {
 	if err := os.Rename(filepath.Join(e.sb.CacheDir, b.FileName()), filepath.Join(t.TempDir(), b.FileName())); err != nil {
 		t.Fatal(err)
 	}
-	within(t, 15*time.Second, "removal and move unpinned", func() bool { return slices.Equal(e.pinned(t), e.sb.CachedPackages(t)) })
+	alpmtest.Eventually(t, 15*time.Second, "removal and move unpinned", func() bool { return slices.Equal(e.pinned(t), e.sb.CachedPackages(t)) })
 	// A verified file copied in by hand is seeded.
 	alpmtest.CopyFile(t, e.repo.Path(c), filepath.Join(e.sb.CacheDir, c.FileName()), 0o644)
-	within(t, 15*time.Second, "hand-copied file seeded", func() bool { return slices.Contains(e.pinned(t), c.FileName()) })
+	alpmtest.Eventually(t, 15*time.Second, "hand-copied file seeded", func() bool { return slices.Contains(e.pinned(t), c.FileName()) })
 
 	// status talks to the running agent.
 	r := cli(t, "status", "--json", "--socket", e.socket, "--api", e.node.APIAddr, "--state-dir", t.TempDir())
@@ -274,7 +262,7 @@ func TestAgentKilledWhileSeedingConverges(t *testing.T) {
 	e := newE2E(t, append(pkgs, late, byHand)...)
 	e.listen(t)
 	e.sb.Pacman(t, append([]string{"-S"}, names...)...)
-	within(t, 60*time.Second, "seeding under way", func() bool { return len(e.pinned(t)) > 0 })
+	alpmtest.Eventually(t, 60*time.Second, "seeding under way", func() bool { return len(e.pinned(t)) > 0 })
 	seeded := len(e.pinned(t))
 	if err := e.agent.Process.Kill(); err != nil {
 		t.Fatal(err)
@@ -294,7 +282,7 @@ func TestAgentKilledWhileSeedingConverges(t *testing.T) {
 	// The next transaction's hook activates it again; its first pass catches up.
 	e.listen(t)
 	e.sb.Pacman(t, "-S", "late")
-	within(t, 60*time.Second, "pins converge to the cache", func() bool { return slices.Equal(e.pinned(t), e.sb.CachedPackages(t)) })
+	alpmtest.Eventually(t, 60*time.Second, "pins converge to the cache", func() bool { return slices.Equal(e.pinned(t), e.sb.CachedPackages(t)) })
 	// Every pin is complete in the node.
 	pins, _ := e.client.Pins(context.Background(), node.PinPrefix)
 	for c, name := range pins {

@@ -90,7 +90,7 @@ func TestSyncThroughACluster(t *testing.T) {
 	if pins := clusterPins(t, c); len(pins) != 3 {
 		t.Fatalf("cluster pinset: %v, want 3 of ours", pins)
 	}
-	waitFor(t, 2*time.Minute, "every pin on 2 peers", func() bool {
+	alpmtest.Eventually(t, 2*time.Minute, "every pin on 2 peers", func() bool {
 		on := pinnedOn(t, c)
 		for _, n := range on {
 			if n != 2 {
@@ -109,17 +109,6 @@ func TestSyncThroughACluster(t *testing.T) {
 	}
 	if pins := clusterPins(t, c); len(pins) != 2 || pins[node.PinPrefix+"core/"+repo.Pkgs["b"].FileName()] != "" {
 		t.Errorf("cluster pinset after paccache: %v", pins)
-	}
-}
-
-func waitFor(t testing.TB, d time.Duration, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", d, what)
-		}
-		time.Sleep(500 * time.Millisecond)
 	}
 }
 
@@ -145,7 +134,7 @@ func TestAgentThroughAClusterOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, time.Minute, "a and b pinned through the cluster", func() bool { return len(clusterPins(t, c)) == 2 })
+	alpmtest.Eventually(t, time.Minute, "a and b pinned through the cluster", func() bool { return len(clusterPins(t, c)) == 2 })
 
 	// The REST API the agent talks to goes away for a minute; b leaves the cache meanwhile.
 	local.Stop(t)
@@ -158,7 +147,7 @@ func TestAgentThroughAClusterOutage(t *testing.T) {
 		t.Fatalf("with the agent's cluster API down the pinset changed: %v", pins)
 	}
 	cl.Restart(t, local)
-	waitFor(t, time.Minute, "b unpinned once the API is back", func() bool {
+	alpmtest.Eventually(t, time.Minute, "b unpinned once the API is back", func() bool {
 		pins := clusterPins(t, c)
 		return len(pins) == 1 && pins[bPin] == ""
 	})
@@ -166,9 +155,9 @@ func TestAgentThroughAClusterOutage(t *testing.T) {
 	// A cluster peer killed while d is added, and back.
 	cl.Peers[2].Stop(t)
 	sb.Pacman(t, "-Sw", "d")
-	waitFor(t, time.Minute, "d pinned with a peer down", func() bool { return len(clusterPins(t, c)) == 2 })
+	alpmtest.Eventually(t, time.Minute, "d pinned with a peer down", func() bool { return len(clusterPins(t, c)) == 2 })
 	cl.Restart(t, cl.Peers[2])
-	waitFor(t, 2*time.Minute, "every pin on 2 peers after the peer is back", func() bool {
+	alpmtest.Eventually(t, 2*time.Minute, "every pin on 2 peers after the peer is back", func() bool {
 		on := pinnedOn(t, c)
 		return len(on) == 2 && on[node.PinPrefix+"core/"+repo.Pkgs["a"].FileName()] == 2 && on[node.PinPrefix+"core/"+repo.Pkgs["d"].FileName()] == 2
 	})
@@ -176,7 +165,7 @@ func TestAgentThroughAClusterOutage(t *testing.T) {
 	// status asks the peer the agent talks to; a restarted peer's pin tracker may still be re-checking
 	// its pins there for a moment (the cluster's view converges, it is not one snapshot).
 	var st status
-	waitFor(t, time.Minute, "status's cluster counts: 2 pins, pinned 4 times", func() bool {
+	alpmtest.Eventually(t, time.Minute, "status's cluster counts: 2 pins, pinned 4 times", func() bool {
 		r := cli(t, "status", "--json", "--socket", socket, "--api", local.Kubo.APIAddr, "--cluster", local.APIURL)
 		if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || st.Cluster == nil {
 			t.Fatalf("status --json: %v\n%s%s", err, r.stdout, r.stderr)

@@ -21,7 +21,6 @@ import (
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb/alpmtest"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo/kubotest"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/memnode"
 )
@@ -244,10 +243,7 @@ func TestDownloadThroughTheEndpoint(t *testing.T) {
 		}
 	}
 	// The loop closes: what B downloaded through the endpoint, B now seeds.
-	clientB, err := kubo.Dial(context.Background(), nodeB.APIAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	clientB := nodeB.Client(t)
 	pinnedB := func() []string {
 		pins, _ := clientB.Pins(context.Background(), node.PinPrefix)
 		var names []string
@@ -257,7 +253,7 @@ func TestDownloadThroughTheEndpoint(t *testing.T) {
 		slices.Sort(names)
 		return names
 	}
-	within(t, 20*time.Second, "B seeds what it downloaded", func() bool {
+	alpmtest.Eventually(t, 20*time.Second, "B seeds what it downloaded", func() bool {
 		return slices.Equal(pinnedB(), []string{large.FileName(), small.FileName()})
 	})
 
@@ -302,7 +298,7 @@ func TestDownloadThroughTheEndpoint(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	within(t, 20*time.Second, "B unpins what left its cache", func() bool { return len(pinnedB()) == 0 })
+	alpmtest.Eventually(t, 20*time.Second, "B unpins what left its cache", func() bool { return len(pinnedB()) == 0 })
 	// Unpinning dropped the blocks too: B holds nothing of them any more.
 	for _, p := range []alpmtest.Pkg{small, large, late} {
 		c := cidOf(t, repo, p)

@@ -82,7 +82,7 @@ func (w *endpointWorld) startB(t *testing.T, args ...string) {
 // decides requests from what it knows, and a package no listed index holds goes to the mirror at once.
 func waitCatalog(t testing.TB, base string) {
 	t.Helper()
-	within(t, 30*time.Second, "the agent lists the index it follows", func() bool {
+	alpmtest.Eventually(t, 30*time.Second, "the agent lists the index it follows", func() bool {
 		return metricValue(t, base, "pacman_ipfs_catalog_files") > 0
 	})
 }

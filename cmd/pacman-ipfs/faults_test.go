@@ -59,7 +59,7 @@ func TestFaultAgentKilled50Times(t *testing.T) {
 	t.Logf("after 50 kills: %d of %d packages pinned", len(e.pinned(t)), len(pkgs))
 
 	startAgent(t, args[1:]...)
-	within(t, 60*time.Second, "pins converge to the cache", func() bool { return slices.Equal(e.pinned(t), e.sb.CachedPackages(t)) })
+	alpmtest.Eventually(t, 60*time.Second, "pins converge to the cache", func() bool { return slices.Equal(e.pinned(t), e.sb.CachedPackages(t)) })
 	pins, err := e.client.Pins(t.Context(), node.PinPrefix)
 	if err != nil {
 		t.Fatal(err)
@@ -91,7 +91,7 @@ func TestFaultKuboDownForAMinute(t *testing.T) {
 	if took := time.Since(start); len(e.hookLines(out)) > 0 {
 		t.Errorf("with kubo down the hook printed %q (pacman took %s)", e.hookLines(out), took)
 	}
-	within(t, 15*time.Second, "the agent reports that it waits for kubo", func() bool {
+	alpmtest.Eventually(t, 15*time.Second, "the agent reports that it waits for kubo", func() bool {
 		r := cli(t, "status", "--json", "--socket", e.socket, "--api", e.node.APIAddr, "--state-dir", t.TempDir())
 		var st status
 		return json.Unmarshal([]byte(r.stdout), &st) == nil && st.Agent != nil && st.Agent.State == "waiting" &&
@@ -104,6 +104,6 @@ func TestFaultKuboDownForAMinute(t *testing.T) {
 	if e.client, err = kubo.Dial(t.Context(), e.node.APIAddr); err != nil {
 		t.Fatal(err)
 	}
-	took := within(t, 30*time.Second, "pins converge after kubo's return", func() bool { return slices.Equal(e.pinned(t), e.sb.CachedPackages(t)) })
+	took := alpmtest.Eventually(t, 30*time.Second, "pins converge after kubo's return", func() bool { return slices.Equal(e.pinned(t), e.sb.CachedPackages(t)) })
 	t.Logf("kubo down %s; pins converged %s after it came back", back.Sub(start).Round(time.Second), took.Round(time.Millisecond))
 }

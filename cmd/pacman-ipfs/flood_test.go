@@ -244,7 +244,7 @@ func TestRefusedRequestsDoNotKeepTheAgentUp(t *testing.T) {
 	exited := make(chan time.Time, 1)
 	go func() { agentCmd.Wait(); exited <- time.Now() }()
 	t.Cleanup(func() { agentCmd.Process.Kill() })
-	within(t, 30*time.Second, "the first pass", func() bool {
+	alpmtest.Eventually(t, 30*time.Second, "the first pass", func() bool {
 		st, err := tryAgentState(control)
 		return err == nil && st.Passes >= 1
 	})

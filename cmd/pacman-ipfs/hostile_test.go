@@ -215,7 +215,7 @@ func TestAHostileNeighbour(t *testing.T) {
 	withheld := greedy.mustIPFS(t, "add", "-Q", "--only-hash", bloat)
 	greedy.mustIPFS(t, "name", "publish", "--allow-offline", "--resolve=false", "--key", "self", "/ipfs/"+withheld)
 
-	within(t, 120*time.Second, "the victim takes both neighbours for agents and lists the liar's index", func() bool {
+	alpmtest.Eventually(t, 120*time.Second, "the victim takes both neighbours for agents and lists the liar's index", func() bool {
 		logs, _ := os.ReadFile(v.logs)
 		i := bytes.LastIndex(logs, []byte("agents on the LAN"))
 		if i < 0 {
@@ -228,7 +228,7 @@ func TestAHostileNeighbour(t *testing.T) {
 
 	// pacman -Sy on the victim: the upgrade is out; prefetch follows the liar's index and refuses.
 	alpmtest.CopyFile(t, repo.DB, v.sb.SyncDBPath("core"), 0o644)
-	within(t, 120*time.Second, "the victim refuses the liar's index", func() bool {
+	alpmtest.Eventually(t, 120*time.Second, "the victim refuses the liar's index", func() bool {
 		logs, _ := os.ReadFile(v.logs)
 		return bytes.Contains(logs, []byte("an index root listed a package as other content"))
 	})
@@ -253,7 +253,7 @@ func TestAHostileNeighbour(t *testing.T) {
 	if codes[http.StatusOK] > 4 || codes[http.StatusOK]+codes[http.StatusServiceUnavailable] != 64 {
 		t.Errorf("64 requests of one neighbour at once: %v, want at most 4 answered and the rest 503", codes)
 	}
-	within(t, 90*time.Second, "the neighbour's unread streams are cut", func() bool {
+	alpmtest.Eventually(t, 90*time.Second, "the neighbour's unread streams are cut", func() bool {
 		logs, _ := os.ReadFile(v.logs)
 		return bytes.Count(logs, []byte("a neighbour's download ended early")) >= codes[http.StatusOK]
 	})

@@ -94,9 +94,9 @@ func BenchmarkLAN(b *testing.B) {
 		}
 	}
 	join(a, bb)
-	within(b, 5*time.Minute, "A seeds set 1", func() bool { return a.status(b).Node.Pins == len(set1) })
+	alpmtest.Eventually(b, 5*time.Minute, "A seeds set 1", func() bool { return a.status(b).Node.Pins == len(set1) })
 	ids := waitAgents(b, h[:2])
-	within(b, 2*time.Minute, "B finds A's index", func() bool {
+	alpmtest.Eventually(b, 2*time.Minute, "B finds A's index", func() bool {
 		logs, _ := os.ReadFile(bb.logs)
 		return listedIndexOf(string(logs), ids[a])
 	})
@@ -110,7 +110,7 @@ func BenchmarkLAN(b *testing.B) {
 	// (b) A to E download set 2 at the same moment; nobody has it.
 	join(h[2:5]...)
 	ids = waitAgents(b, h[:5])
-	within(b, 5*time.Minute, "B seeds set 1", func() bool { return bb.status(b).Node.Pins == len(set1) })
+	alpmtest.Eventually(b, 5*time.Minute, "B seeds set 1", func() bool { return bb.status(b).Node.Pins == len(set1) })
 	m.sent.Store(0)
 	took := pacmanAll(b, h[:5], append([]string{"-Sw", "--noconfirm"}, names2...)...)
 	var slowest time.Duration
@@ -128,7 +128,7 @@ func BenchmarkLAN(b *testing.B) {
 	// (c) The uplink goes down; F, with its node and agent now, downloads set 2 from its neighbours.
 	ip(b, "-n", "pi-m-"+lan.tag, "link", "set", "eth0", "down")
 	join(f)
-	within(b, 2*time.Minute, "F finds the indexes of the five others", func() bool {
+	alpmtest.Eventually(b, 2*time.Minute, "F finds the indexes of the five others", func() bool {
 		logs, _ := os.ReadFile(f.logs)
 		return strings.Count(string(logs), "index found on the LAN") >= 5 && strings.Count(string(logs), "index root listed") >= 5
 	})

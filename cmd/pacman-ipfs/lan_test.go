@@ -215,7 +215,7 @@ func (h *lanHost) startKubo(t testing.TB) {
 	d := h.cmd(bin, "daemon", "--migrate")
 	d.Env = append(os.Environ(), "IPFS_PATH="+h.repo, "IPFS_TELEMETRY=off")
 	runLogged(t, d, syscall.SIGINT, "kubo on "+h.name)
-	within(t, 60*time.Second, "kubo on "+h.name, func() bool {
+	alpmtest.Eventually(t, 60*time.Second, "kubo on "+h.name, func() bool {
 		_, err := h.ipfs("id")
 		return err == nil
 	})
@@ -242,7 +242,7 @@ func (h *lanHost) startAgent(t testing.TB, extra ...string) {
 		"-E", "PACMAN_IPFS_BE_CLI=1", "-E", "IPFS_PATH=" + filepath.Join(t.TempDir(), "none"),
 		// The unit's Nice=10: seeding is background work.
 		"nice", "-n", "10", exe, "agent", "--idle-exit", "15m", "--pacman-conf", h.sb.Conf, "--state-dir", t.TempDir(), "-v"}, extra...)...), syscall.SIGTERM, "agent on "+h.name)
-	within(t, 10*time.Second, "the control socket on "+h.name, func() bool { _, err := os.Stat(h.control); return err == nil })
+	alpmtest.Eventually(t, 10*time.Second, "the control socket on "+h.name, func() bool { _, err := os.Stat(h.control); return err == nil })
 }
 
 // status runs `pacman-ipfs status --json` in the host's namespace.
@@ -281,7 +281,7 @@ func TestLANPackagedNodesMeetAndShare(t *testing.T) {
 	a.sb.Wrap = nil
 	a.sb.Pacman(t, "-Syw", "small", "large")
 	a.startAgent(t)
-	within(t, 30*time.Second, "A seeds small and large", func() bool { return a.status(t).Node.Pins == 2 })
+	alpmtest.Eventually(t, 30*time.Second, "A seeds small and large", func() bool { return a.status(t).Node.Pins == 2 })
 
 	// B and C: the endpoint is their only Server, its mirrorlist is empty (the uplink is down), their
 	// sync dbs are those of an earlier -Sy.
@@ -292,7 +292,7 @@ func TestLANPackagedNodesMeetAndShare(t *testing.T) {
 		h.sb.WriteConf(t)
 		h.startAgent(t, "--mirrorlist", none)
 	}
-	took := within(t, 60*time.Second, "every node sees the two others on the LAN", func() bool {
+	took := alpmtest.Eventually(t, 60*time.Second, "every node sees the two others on the LAN", func() bool {
 		for _, h := range hosts {
 			if len(h.status(t).Node.LANPeers) < 2 {
 				return false
@@ -309,14 +309,14 @@ func TestLANPackagedNodesMeetAndShare(t *testing.T) {
 		t.Errorf("the packaged node's network: %q, want %q (the LAN only, by default)", stA.Node.Network, kubo.NetworkLAN)
 	}
 	for _, h := range []*lanHost{b, c} {
-		within(t, 60*time.Second, h.name+" finds A's index", func() bool {
+		alpmtest.Eventually(t, 60*time.Second, h.name+" finds A's index", func() bool {
 			logs, _ := os.ReadFile(h.logs)
 			// Found, and listed into the catalog the endpoint decides from.
 			return listedIndexOf(string(logs), aID) &&
 				bytes.Contains(logs, []byte("index root listed"))
 		})
 	}
-	within(t, 60*time.Second, "B's /metrics counts its LAN peers and agents", func() bool {
+	alpmtest.Eventually(t, 60*time.Second, "B's /metrics counts its LAN peers and agents", func() bool {
 		m := getIn(t, b.ns, "127.0.0.1:7878", "/metrics")
 		return strings.Contains(m, "\npacman_ipfs_lan_peers 2\n") && strings.Contains(m, "\npacman_ipfs_lan_agents 2\n")
 	})
@@ -333,7 +333,7 @@ func TestLANPackagedNodesMeetAndShare(t *testing.T) {
 	// What came from the LAN is seeded from pacman's cache without a second copy: the blocks kubo fetched
 	// for the endpoint are gone by the time the seeder adds the file, so it references the file.
 	for _, h := range []*lanHost{b, c} {
-		within(t, 60*time.Second, h.name+" seeds large from its cache without a copy", func() bool {
+		alpmtest.Eventually(t, 60*time.Second, h.name+" seeds large from its cache without a copy", func() bool {
 			out, err := h.ipfs("filestore", "ls")
 			return err == nil && strings.Contains(out, large.FileName())
 		})
@@ -349,7 +349,7 @@ func waitAgents(t testing.TB, hosts []*lanHost) map[*lanHost]string {
 		ids[h] = h.status(t).Node.ID
 	}
 	for _, h := range hosts {
-		within(t, 90*time.Second, h.name+" sees the other agents", func() bool {
+		alpmtest.Eventually(t, 90*time.Second, h.name+" sees the other agents", func() bool {
 			logs, _ := os.ReadFile(h.logs)
 			i := bytes.LastIndex(logs, []byte("agents on the LAN"))
 			if i < 0 {
@@ -487,13 +487,13 @@ func TestLANPrefetchUpgrades(t *testing.T) {
 	b.startAgent(t, "--mirrorlist", mirrorlist(t), "--prefetch")
 	b.status(t) // the first connection starts it, as pacman's hook would
 	aID := a.status(t).Node.ID
-	within(t, 60*time.Second, "B finds A's index", func() bool {
+	alpmtest.Eventually(t, 60*time.Second, "B finds A's index", func() bool {
 		logs, _ := os.ReadFile(b.logs)
 		return listedIndexOf(string(logs), aID)
 	})
 	// pacman -Sy on B: its sync db is now version 2's.
 	alpmtest.CopyFile(t, repo.DB, b.sb.SyncDBPath("core"), 0o644)
-	within(t, 120*time.Second, "B prefetches both upgrades", func() bool {
+	alpmtest.Eventually(t, 120*time.Second, "B prefetches both upgrades", func() bool {
 		logs, _ := os.ReadFile(b.logs)
 		return bytes.Count(logs, []byte("prefetched from the LAN")) >= 2
 	})
@@ -513,7 +513,7 @@ func TestLANPrefetchUpgrades(t *testing.T) {
 	}
 	// Installed, the packages are seeded from pacman's cache; kubo keeps one pin per CID, so their pins
 	// are the seeder's now and no prefetch pin is left.
-	within(t, 60*time.Second, "no prefetch pin left on B", func() bool {
+	alpmtest.Eventually(t, 60*time.Second, "no prefetch pin left on B", func() bool {
 		out, err := b.ipfs("pin", "ls", "--type", "recursive", "--names")
 		return err == nil && !strings.Contains(out, prefetch.PinPrefix) && strings.Count(out, node.PinPrefix) == 4
 	})
@@ -551,10 +551,10 @@ func TestIdleExitLeavesNothingBehind(t *testing.T) {
 		out, err := h.ipfs("p2p", "ls")
 		return err == nil && strings.Contains(out, lanindex.Protocol)
 	}
-	within(t, 30*time.Second, "the LAN protocol mounted on the node", mounted)
-	within(t, 60*time.Second, "the agent exits idle", func() bool {
+	alpmtest.Eventually(t, 30*time.Second, "the LAN protocol mounted on the node", mounted)
+	alpmtest.Eventually(t, 60*time.Second, "the agent exits idle", func() bool {
 		logs, _ := os.ReadFile(h.logs)
 		return bytes.Contains(logs, []byte("idle, exiting"))
 	})
-	within(t, 10*time.Second, "the LAN protocol unmounted after the agent left", func() bool { return !mounted() })
+	alpmtest.Eventually(t, 10*time.Second, "the LAN protocol unmounted after the agent left", func() bool { return !mounted() })
 }

@@ -16,7 +16,6 @@ import (
 	"github.com/ipfs/go-cid"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb/alpmtest"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo/kubotest"
 )
 
@@ -61,10 +60,7 @@ func BenchmarkLargeFromANeighbour(b *testing.B) {
 		n := kubotest.Start(b, kubotest.Options{})
 		defer n.Stop(b)
 		n.Connect(b, nodeA)
-		k, err := kubo.Dial(context.Background(), n.APIAddr)
-		if err != nil {
-			b.Fatal(err)
-		}
+		k := n.Client(b)
 		start := time.Now()
 		rc, err := k.Cat(context.Background(), c)
 		if err != nil {

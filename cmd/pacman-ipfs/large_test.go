@@ -64,7 +64,7 @@ func TestLargePackageFromANeighbour(t *testing.T) {
 				if strings.Contains(out, "Empty reply") || !strings.Contains(out, "502") {
 					t.Errorf("want a clean 502, got:\n%s", out)
 				}
-				within(t, time.Minute, "the check goes on and the neighbour's copy is trusted", func() bool {
+				alpmtest.Eventually(t, time.Minute, "the check goes on and the neighbour's copy is trusted", func() bool {
 					return strings.Contains(w.log(t), "a neighbour's copy checked")
 				})
 				out, err = w.b.PacmanErr("-Sw", "big")

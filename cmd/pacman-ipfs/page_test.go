@@ -36,7 +36,7 @@ func TestStatusPageInABrowser(t *testing.T) {
 	w.b.Pacman(t, "-S", "small", "other")
 	// B's agent seeds what pacman just put in its cache.
 	var seeded reconcile.RepoCount
-	within(t, 30*time.Second, "B's agent seeds both packages", func() bool {
+	alpmtest.Eventually(t, 30*time.Second, "B's agent seeds both packages", func() bool {
 		if r := agentState(t, w.control).Last; r != nil {
 			seeded = r.Repos["core"]
 		}

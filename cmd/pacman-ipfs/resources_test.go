@@ -15,7 +15,6 @@ import (
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb/alpmtest"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/agent"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo/kubotest"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/nodetest"
 )
@@ -97,13 +96,13 @@ func TestNoGrowthAcross1000NotifyCalls(t *testing.T) {
 	kn := kubotest.Start(t, kubotest.Options{})
 	socket := filepath.Join(t.TempDir(), "c.sock")
 	startAgent(t, "--pacman-conf", conf, "--api", kn.APIAddr, "--state-dir", t.TempDir(), "--listen", socket, "--quiet", "50ms")
-	within(t, 30*time.Second, "the first pass", func() bool {
+	alpmtest.Eventually(t, 30*time.Second, "the first pass", func() bool {
 		st, err := tryAgentState(socket)
 		return err == nil && st.Passes >= 1
 	})
 	settle := func() agent.Status {
 		time.Sleep(500 * time.Millisecond) // past the quiet period and the pass it triggers
-		within(t, 30*time.Second, "idle", func() bool { return agentState(t, socket).State == "idle" })
+		alpmtest.Eventually(t, 30*time.Second, "idle", func() bool { return agentState(t, socket).State == "idle" })
 		return agentState(t, socket)
 	}
 	before := settle()
@@ -131,13 +130,10 @@ func BenchmarkAgentResources(b *testing.B) {
 	alpmtest.Require(b)
 	conf := syntheticCache(b, 10000)
 	kn := kubotest.Start(b, kubotest.Options{})
-	client, err := kubo.Dial(context.Background(), kn.APIAddr)
-	if err != nil {
-		b.Fatal(err)
-	}
+	client := kn.Client(b)
 	socket := filepath.Join(b.TempDir(), "c.sock")
 	startAgent(b, "--pacman-conf", conf, "--api", kn.APIAddr, "--state-dir", b.TempDir(), "--listen", socket, "--quiet", "50ms")
-	within(b, 30*time.Second, "the agent", func() bool { _, err := tryAgentState(socket); return err == nil })
+	alpmtest.Eventually(b, 30*time.Second, "the agent", func() bool { _, err := tryAgentState(socket); return err == nil })
 	pid := agentState(b, socket).PID
 	kuboPID := 0
 	if out, err := exec.Command("pgrep", "-f", "IPFS_PATH="+kn.RepoDir).Output(); err == nil {
@@ -161,7 +157,7 @@ func BenchmarkAgentResources(b *testing.B) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	seeding := time.Since(start)
-	within(b, time.Minute, "idle", func() bool { return agentState(b, socket).State == "idle" })
+	alpmtest.Eventually(b, time.Minute, "idle", func() bool { return agentState(b, socket).State == "idle" })
 	time.Sleep(time.Second)
 	idleRSS, idleFDs := procFigures(b, pid)
 	b.ReportMetric(float64(peakRSS)/1024, "seeding-RSS-MiB")

@@ -63,7 +63,7 @@ func BenchmarkSeedMirror(b *testing.B) {
 	}
 	start := time.Now()
 	ran := seed()
-	waitFor(b, 10*time.Minute, "every pin on 2 peers", func() bool { return allOn(b, c, 300, 2) })
+	alpmtest.Eventually(b, 10*time.Minute, "every pin on 2 peers", func() bool { return allOn(b, c, 300, 2) })
 	ours := time.Since(start)
 
 	base := clustertest.Start(b, 3, kubotest.Options{})

@@ -18,7 +18,6 @@ import (
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/cluster"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/cluster/clustertest"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo/kubotest"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/reconcile"
 )
@@ -32,10 +31,7 @@ type mirrorBackend struct {
 var mirrorBackends = []mirrorBackend{
 	{"kubo", func(t *testing.T) ([]string, func() map[string]string, *kubotest.Node) {
 		k := kubotest.Start(t, kubotest.Options{})
-		c, err := kubo.Dial(context.Background(), k.APIAddr)
-		if err != nil {
-			t.Fatal(err)
-		}
+		c := k.Client(t)
 		return []string{"--api", k.APIAddr}, func() map[string]string {
 			pins, err := c.Pins(context.Background(), MirrorPinPrefix)
 			if err != nil {
@@ -58,7 +54,7 @@ var mirrorBackends = []mirrorBackend{
 		t.Cleanup(func() {
 			// Every pin on 2 of the 3 peers, this machine's among them (it is allocated first, so the
 			// cluster never unpins what this node seeded); the other fetched from it (the origins).
-			waitFor(t, 2*time.Minute, "every pin on 2 peers", func() bool {
+			alpmtest.Eventually(t, 2*time.Minute, "every pin on 2 peers", func() bool {
 				on := pinnedOnNamed(t, c, MirrorPinPrefix)
 				for _, n := range on {
 					if n != 2 {

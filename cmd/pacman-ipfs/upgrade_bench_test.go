@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -101,7 +100,7 @@ func BenchmarkUpgradeMissCost(b *testing.B) {
 		fresh()
 		vs = append(vs, run(via))
 	}
-	d, v := medianDur(ds), medianDur(vs)
+	d, v := alpmtest.Median(ds), alpmtest.Median(vs)
 	var mb float64
 	for _, p := range pkgs {
 		mb += float64(p.Size) / 1e6
@@ -138,21 +137,11 @@ func BenchmarkUpgradeMissCost(b *testing.B) {
 		took, _ = get("/cache/core/os/x86_64/not-a-package")
 		floor = append(floor, took)
 	}
-	p50, p99 := percentile(miss, 50), percentile(miss, 99)
+	p50, p99 := alpmtest.Percentile(miss, 50), alpmtest.Percentile(miss, 99)
 	b.ReportMetric(float64(p50.Microseconds())/1000, "cacheserver-miss-p50-ms")
 	b.ReportMetric(float64(p99.Microseconds())/1000, "cacheserver-miss-p99-ms")
 	b.Logf("CacheServer miss (60 packages no peer holds): p50 %s, p99 %s; a 404 without a lookup: p50 %s, p99 %s (goal: p99 under 25 ms)",
-		p50.Round(10*time.Microsecond), p99.Round(10*time.Microsecond), percentile(floor, 50).Round(10*time.Microsecond), percentile(floor, 99).Round(10*time.Microsecond))
-}
-
-func medianDur(d []time.Duration) time.Duration { return percentile(d, 50) }
-
-// percentile is the p-th percentile of d (nearest rank).
-func percentile(d []time.Duration, p int) time.Duration {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	i := (p*len(s)+99)/100 - 1
-	return s[max(0, min(i, len(s)-1))]
+		p50.Round(10*time.Microsecond), p99.Round(10*time.Microsecond), alpmtest.Percentile(floor, 50).Round(10*time.Microsecond), alpmtest.Percentile(floor, 99).Round(10*time.Microsecond))
 }
 
 func roundAll(d []time.Duration) []time.Duration {

@@ -120,7 +120,7 @@ func TestLongDownloadKeepsTheAgentUp(t *testing.T) {
 	if got := b.CachedPackages(t); len(got) != 1 {
 		t.Fatalf("cached: %v", got)
 	}
-	within(t, 30*time.Second, "the agent exits idle after the download", func() bool {
+	alpmtest.Eventually(t, 30*time.Second, "the agent exits idle after the download", func() bool {
 		out, _ := os.ReadFile(logs)
 		return strings.Contains(string(out), "idle, exiting")
 	})

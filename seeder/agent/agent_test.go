@@ -20,7 +20,6 @@ import (
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/agent"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/agent/control"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo/kubotest"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/memnode"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/nodetest"
@@ -134,18 +133,6 @@ func (w *world) pins(t *testing.T) map[string]string {
 	return out
 }
 
-// eventually polls cond for up to 15 s.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func (w *world) status(t *testing.T) agent.Status {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -162,11 +149,11 @@ func TestWatcherSeedsAndUnseeds(t *testing.T) {
 	a, adata := w.pkg(t, "a", 10<<10, true)
 	b, bdata := w.pkg(t, "b", 3<<20, true)
 	w.writeDB(t)
-	eventually(t, "first pass", func() bool { return w.status(t).Passes >= 1 })
+	alpmtest.Eventually(t, 15*time.Second, "first pass", func() bool { return w.status(t).Passes >= 1 })
 
 	pa := w.put(t, a, adata)
 	pb := w.put(t, b, bdata)
-	eventually(t, "both seeded", func() bool { return len(w.pins(t)) == 2 })
+	alpmtest.Eventually(t, 15*time.Second, "both seeded", func() bool { return len(w.pins(t)) == 2 })
 	if got, want := w.pins(t)[a], node.RawCID(sha256.Sum256(adata)).String(); got != want {
 		t.Errorf("a pinned as %s, want %s", got, want)
 	}
@@ -174,11 +161,11 @@ func TestWatcherSeedsAndUnseeds(t *testing.T) {
 	if err := os.Remove(pa); err != nil { // paccache -r
 		t.Fatal(err)
 	}
-	eventually(t, "a unpinned", func() bool { _, ok := w.pins(t)[a]; return !ok })
+	alpmtest.Eventually(t, 15*time.Second, "a unpinned", func() bool { _, ok := w.pins(t)[a]; return !ok })
 	if err := os.Rename(pb, filepath.Join(w.root, b)); err != nil { // paccache -m
 		t.Fatal(err)
 	}
-	eventually(t, "b unpinned", func() bool { return len(w.pins(t)) == 0 })
+	alpmtest.Eventually(t, 15*time.Second, "b unpinned", func() bool { return len(w.pins(t)) == 0 })
 }
 
 func TestBurstIsAFewPasses(t *testing.T) {
@@ -189,13 +176,13 @@ func TestBurstIsAFewPasses(t *testing.T) {
 		files[f] = d
 	}
 	w.writeDB(t)
-	eventually(t, "first pass", func() bool { return w.status(t).Passes >= 1 })
+	alpmtest.Eventually(t, 15*time.Second, "first pass", func() bool { return w.status(t).Passes >= 1 })
 	before := w.status(t).Passes
 	for f, d := range files { // a 300-package download landing
 		w.put(t, f, d)
 		time.Sleep(time.Millisecond)
 	}
-	eventually(t, "300 seeded", func() bool { return len(w.pins(t)) == 300 })
+	alpmtest.Eventually(t, 15*time.Second, "300 seeded", func() bool { return len(w.pins(t)) == 300 })
 	time.Sleep(300 * time.Millisecond)
 	st := w.status(t)
 	if passes := st.Passes - before; passes > 5 {
@@ -210,13 +197,13 @@ func TestNewSyncDBMakesFileVerifiable(t *testing.T) {
 	w := newWorld(t, nil)
 	f, d := w.pkg(t, "late", 2<<10, false)
 	w.put(t, f, d)
-	eventually(t, "refused", func() bool {
+	alpmtest.Eventually(t, 15*time.Second, "refused", func() bool {
 		st := w.status(t)
 		return st.Last != nil && len(st.Last.Refused) == 1
 	})
 	w.entries = append(w.entries, alpmtest.Entry{FileName: f, Name: "late", Version: "1.0-1", Arch: "x86_64", CSize: int64(len(d)), SHA256: hex.EncodeToString(func() []byte { s := sha256.Sum256(d); return s[:] }())})
 	w.writeDB(t)
-	eventually(t, "seeded after the db changed", func() bool { return len(w.pins(t)) == 1 })
+	alpmtest.Eventually(t, 15*time.Second, "seeded after the db changed", func() bool { return len(w.pins(t)) == 1 })
 }
 
 func TestCacheDirReplaced(t *testing.T) {
@@ -229,10 +216,7 @@ func TestCacheDirReplaced(t *testing.T) {
 					t.Skip("starts kubo")
 				}
 				k := kubotest.Start(t, kubotest.Options{})
-				c, err := kubo.Dial(context.Background(), k.APIAddr)
-				if err != nil {
-					t.Fatal(err)
-				}
+				c := k.Client(t)
 				nd = c
 				mutate = func(o *agent.Options) { o.Dial = func(context.Context) (node.Node, error) { return c, nil } }
 			}
@@ -250,16 +234,16 @@ func TestCacheDirReplaced(t *testing.T) {
 			f, d := w.pkg(t, "a", 4<<10, true)
 			w.writeDB(t)
 			w.put(t, f, d)
-			eventually(t, "seeded", func() bool { return pins() == 1 })
+			alpmtest.Eventually(t, 15*time.Second, "seeded", func() bool { return pins() == 1 })
 			if err := os.RemoveAll(w.cache); err != nil {
 				t.Fatal(err)
 			}
-			eventually(t, "unpinned with its dir", func() bool { return pins() == 0 })
+			alpmtest.Eventually(t, 15*time.Second, "unpinned with its dir", func() bool { return pins() == 0 })
 			if err := os.Mkdir(w.cache, 0o755); err != nil {
 				t.Fatal(err)
 			}
 			w.put(t, f, d)
-			eventually(t, "seeded in the new dir", func() bool { return pins() == 1 })
+			alpmtest.Eventually(t, 15*time.Second, "seeded in the new dir", func() bool { return pins() == 1 })
 			if st := w.status(t); len(st.Missing) != 0 {
 				t.Errorf("still missing: %v", st.Missing)
 			}
@@ -284,15 +268,15 @@ func TestNodeDownIsRetried(t *testing.T) {
 	f, d := w.pkg(t, "a", 4<<10, true)
 	w.writeDB(t)
 	w.put(t, f, d)
-	eventually(t, "waiting state", func() bool {
+	alpmtest.Eventually(t, 15*time.Second, "waiting state", func() bool {
 		st := w.status(t)
 		return st.State == "waiting" && strings.Contains(st.LastError, "not reachable")
 	})
 	mu.Lock()
 	down = false
 	mu.Unlock()
-	eventually(t, "seeded once the nd is back", func() bool { return len(w.pins(t)) == 1 })
-	eventually(t, "the error cleared", func() bool { st := w.status(t); return st.LastError == "" && st.State == "idle" })
+	alpmtest.Eventually(t, 15*time.Second, "seeded once the nd is back", func() bool { return len(w.pins(t)) == 1 })
+	alpmtest.Eventually(t, 15*time.Second, "the error cleared", func() bool { st := w.status(t); return st.LastError == "" && st.State == "idle" })
 }
 
 // The agent speaks sd_notify: READY once the first pass is done, STATUS after passes, STOPPING at the end.

@@ -13,7 +13,6 @@ import (
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb/alpmtest"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/agent"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo/kubotest"
 )
 
@@ -51,10 +50,7 @@ func TestOverflowAndBurstOf3000(t *testing.T) {
 	t.Cleanup(restore)
 
 	kn := kubotest.Start(t, kubotest.Options{})
-	client, err := kubo.Dial(context.Background(), kn.APIAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	client := kn.Client(t)
 	w := newWorld(t, func(o *agent.Options) {
 		o.Dial = func(context.Context) (node.Node, error) { return client, nil }
 		o.MaxDelay = 5 * time.Second
@@ -65,7 +61,7 @@ func TestOverflowAndBurstOf3000(t *testing.T) {
 		files[f] = d
 	}
 	w.writeDB(t)
-	eventually(t, "first pass", func() bool { return w.status(t).Passes >= 1 })
+	alpmtest.Eventually(t, 15*time.Second, "first pass", func() bool { return w.status(t).Passes >= 1 })
 	restore()
 	start := time.Now()
 	for f, d := range files {

@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -28,10 +27,7 @@ import (
 )
 
 func dial(b *testing.B, n *kubotest.Node) *kubo.Client {
-	c, err := kubo.Dial(context.Background(), n.APIAddr)
-	if err != nil {
-		b.Fatal(err)
-	}
+	c := n.Client(b)
 	return c
 }
 
@@ -50,12 +46,6 @@ func benchCatalog(b *testing.B, ix *alpmdb.Index, seeded map[[32]byte]cid.Cid, r
 		}
 	}
 	return cat
-}
-
-func median(d []time.Duration) time.Duration {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	return s[len(s)/2]
 }
 
 // BenchmarkRawPathCost: a package fetched from a peer through the endpoint, against a plain `ipfs cat`
@@ -140,13 +130,13 @@ func BenchmarkRawPathCost(b *testing.B) {
 			}
 		}
 		if len(viaIndex) > 0 {
-			ie, ce := median(viaIndex), median(viaCat)
+			ie, ce := alpmtest.Median(viaIndex), alpmtest.Median(viaCat)
 			b.ReportMetric(float64(ie.Milliseconds()), fmt.Sprintf("endpoint-index-%dMiB-ms", mib))
 			b.ReportMetric(ce.Seconds()/ie.Seconds(), fmt.Sprintf("x-cat-index-%dMiB", mib))
 			b.Logf("%3d MiB from a peer, CID from an index (checked before the first byte): endpoint %s, ipfs cat %s: %.2fx",
 				mib, ie.Round(time.Millisecond), ce.Round(time.Millisecond), ce.Seconds()/ie.Seconds())
 		}
-		ce, ee := median(viaCat), median(viaEndpoint)
+		ce, ee := alpmtest.Median(viaCat), alpmtest.Median(viaEndpoint)
 		b.ReportMetric(float64(ce.Milliseconds()), fmt.Sprintf("ipfs-cat-%dMiB-ms", mib))
 		b.ReportMetric(float64(ee.Milliseconds()), fmt.Sprintf("endpoint-%dMiB-ms", mib))
 		b.ReportMetric(ce.Seconds()/ee.Seconds(), fmt.Sprintf("x-cat-%dMiB", mib))
@@ -196,10 +186,10 @@ func BenchmarkFallback(b *testing.B) {
 		direct = append(direct, get(m.URL+"/core/os/x86_64/"+name))
 		via = append(via, get(srv.URL+"/core/os/x86_64/"+name))
 	}
-	extra := median(via) - median(direct)
-	b.ReportMetric(float64(median(via).Microseconds())/1000, "endpoint-ms")
-	b.ReportMetric(float64(median(direct).Microseconds())/1000, "direct-ms")
+	extra := alpmtest.Median(via) - alpmtest.Median(direct)
+	b.ReportMetric(float64(alpmtest.Median(via).Microseconds())/1000, "endpoint-ms")
+	b.ReportMetric(float64(alpmtest.Median(direct).Microseconds())/1000, "direct-ms")
 	b.ReportMetric(float64(extra.Microseconds())/1000, "extra-ms")
 	b.Logf("no peer holds it: endpoint %s, straight from the mirror %s: %s extra with a %s hedge (goal: at most 10 ms)",
-		median(via).Round(time.Millisecond), median(direct).Round(time.Millisecond), extra.Round(time.Millisecond), hedge)
+		alpmtest.Median(via).Round(time.Millisecond), alpmtest.Median(direct).Round(time.Millisecond), extra.Round(time.Millisecond), hedge)
 }

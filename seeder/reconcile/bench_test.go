@@ -8,14 +8,12 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"slices"
 	"testing"
 	"time"
 
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb"
 	"github.com/pacman-ipfs/pacman-ipfs/alpmdb/alpmtest"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node"
-	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo/kubotest"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/nodetest"
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/reconcile"
@@ -96,10 +94,7 @@ func BenchmarkFirstSeeding(b *testing.B) {
 		base.Stop(b)
 
 		node := kubotest.Start(b, kubotest.Options{Filestore: true, RepoDir: filepath.Join(top, fmt.Sprintf("ours%d", i))})
-		client, err := kubo.Dial(context.Background(), node.APIAddr)
-		if err != nil {
-			b.Fatal(err)
-		}
+		client := node.Client(b)
 		s := reconcile.New(reconcile.Options{CacheDirs: cfg.CacheDirs, StateDir: b.TempDir(), Node: client, IndexDir: "/pacman-ipfs"})
 		start = time.Now()
 		rep := loadAndSync(b, cfg, s)
@@ -110,7 +105,7 @@ func BenchmarkFirstSeeding(b *testing.B) {
 		node.Stop(b)
 	}
 	mb := float64(total) / (1 << 20)
-	o, p := median(ours), median(plain)
+	o, p := alpmtest.Median(ours), alpmtest.Median(plain)
 	b.ReportMetric(mb/o, "seed-MiB/s")
 	b.ReportMetric(mb/p, "ipfs-add-nocopy-MiB/s")
 	b.ReportMetric(p/o, "x-baseline")
@@ -126,10 +121,7 @@ func BenchmarkResyncUnchanged10000(b *testing.B) {
 	top := b.TempDir()
 	cfg, _ := benchCache(b, top, 10000, func(r *rand.Rand) int { return 1<<10 + r.IntN(4<<10) })
 	kn := kubotest.Start(b, kubotest.Options{Filestore: true, RepoDir: filepath.Join(top, "ipfs")})
-	client, err := kubo.Dial(context.Background(), kn.APIAddr)
-	if err != nil {
-		b.Fatal(err)
-	}
+	client := kn.Client(b)
 	state := b.TempDir()
 	start := time.Now()
 	first := loadAndSync(b, cfg, reconcile.New(reconcile.Options{CacheDirs: cfg.CacheDirs, StateDir: state, Node: client, IndexDir: "/pacman-ipfs"}))
@@ -154,15 +146,9 @@ func BenchmarkResyncUnchanged10000(b *testing.B) {
 		pinls = append(pinls, time.Since(start).Seconds())
 	}
 	b.StopTimer()
-	b.ReportMetric(median(ours)*1000, "resync-ms")
-	b.ReportMetric(median(pinls)*1000, "kubo-pin-ls-ms")
+	b.ReportMetric(alpmtest.Median(ours)*1000, "resync-ms")
+	b.ReportMetric(alpmtest.Median(pinls)*1000, "kubo-pin-ls-ms")
 	b.ReportMetric(0, "bytes-read")
 	b.Logf("re-sync of 10,000 unchanged files: %.0f ms (0 bytes read); kubo's pin ls of the same pins alone: %.0f ms; the first pass took %s",
-		median(ours)*1000, median(pinls)*1000, firstTook.Round(time.Millisecond))
-}
-
-func median(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	return s[len(s)/2]
+		alpmtest.Median(ours)*1000, alpmtest.Median(pinls)*1000, firstTook.Round(time.Millisecond))
 }

@@ -59,10 +59,7 @@ func TestFaultKuboKilledMidAdd(t *testing.T) {
 		t.Errorf("error does not say what failed: %v", err)
 	}
 	r.node.Restart(t)
-	client, err := kubo.Dial(context.Background(), r.node.APIAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	client := r.node.Client(t)
 	r.client = client
 	r.s = reconcile.New(reconcile.Options{CacheDirs: r.cfg.CacheDirs, StateDir: r.state, Node: client})
 	rep := r.sync(t)

@@ -63,10 +63,7 @@ func TestZeroCopySharedBlocksSurviveRemoval(t *testing.T) {
 				t.Fatal(err)
 			}
 			kn := kubotest.Start(t, kubotest.Options{Filestore: true, RepoDir: filepath.Join(root, "cache", "ipfs")})
-			client, err := kubo.Dial(context.Background(), kn.APIAddr)
-			if err != nil {
-				t.Fatal(err)
-			}
+			client := kn.Client(t)
 			dirs := []string{filepath.Join(root, "cache", "pkg"), filepath.Join(root, "cache", "pkg2")}
 			var entries []alpmtest.Entry
 			content := map[string][]byte{}

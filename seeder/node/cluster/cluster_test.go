@@ -20,10 +20,7 @@ import (
 
 func dial(t testing.TB, p *clustertest.Peer) (*kubo.Client, *cluster.Client) {
 	t.Helper()
-	k, err := kubo.Dial(context.Background(), p.Kubo.APIAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	k := p.Kubo.Client(t)
 	c, err := cluster.Dial(context.Background(), p.APIURL)
 	if err != nil {
 		t.Fatal(err)

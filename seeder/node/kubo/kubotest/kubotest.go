@@ -3,6 +3,7 @@ package kubotest
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/node/kubo"
 )
 
 const (
@@ -462,6 +465,16 @@ func loopbackTCP(addrs []string, id string) []string {
 		out = append(out, a+"/p2p/"+id)
 	}
 	return out
+}
+
+// Client dials the node's RPC API; the test fails if it cannot.
+func (n *Node) Client(t testing.TB) *kubo.Client {
+	t.Helper()
+	c, err := kubo.Dial(context.Background(), n.APIAddr)
+	if err != nil {
+		t.Fatalf("kubo at %s: %v", n.APIAddr, err)
+	}
+	return c
 }
 
 // Stop stops the daemon: SIGTERM, then SIGKILL if it hasn't exited after a
