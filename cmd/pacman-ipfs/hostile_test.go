@@ -245,7 +245,7 @@ func TestAHostileNeighbour(t *testing.T) {
 		t.Fatalf("pacman -Su on the victim: %v\n%s", err, out)
 	}
 	flooded.Wait()
-	fds := agentFDs(t, v.sb.Conf)
+	_, fds := procFigures(t, v.status(t).Agent.PID)
 	if q := v.sb.Pacman(t, append([]string{"-Q"}, names...)...); strings.Count(q, "2.0-1") != len(names) {
 		t.Errorf("after -Su: %s", q)
 	}
@@ -326,24 +326,6 @@ func sha256File(t testing.TB, path string) string {
 		t.Fatal(err)
 	}
 	return hex.EncodeToString(h.Sum(nil))
-}
-
-// agentFDs counts the descriptors of the agent running with pacman.conf conf.
-func agentFDs(t testing.TB, conf string) int {
-	t.Helper()
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		b, err := os.ReadFile(p)
-		if err != nil || !bytes.Contains(b, []byte("\x00agent\x00")) || !bytes.Contains(b, []byte(conf)) {
-			continue
-		}
-		fds, err := os.ReadDir(filepath.Join(filepath.Dir(p), "fd"))
-		if err == nil {
-			return len(fds)
-		}
-	}
-	t.Fatalf("no agent with %s running", conf)
-	return 0
 }
 
 // emptyDir is the CID of the empty UnixFS directory, which kubo pins itself.
