@@ -11,8 +11,6 @@ import (
 	"maps"
 	"net"
 	"net/http"
-	"net/netip"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -267,11 +265,11 @@ func (p *agentParts) buildEndpoint(f *agentFlags, cfg *alpmdb.Config, figures *e
 		owner = p.link.owner
 	}
 	p.drops = newDropper(p.api, p.pf, p.log)
-	var forbidden func() string
-	if elsewhere(mirrors) && networkForbidden(context.Background(), mirrors) {
+	var forbidden string
+	if networkForbidden(context.Background(), remoteHosts(mirrors)) {
 		p.log.Warn(forbiddenWhy)
 		p.agent.Note(forbiddenWhy)
-		forbidden = func() string { return forbiddenWhy }
+		forbidden = forbiddenWhy
 	}
 	p.ep = endpoint.New(endpoint.Options{
 		Forbidden: forbidden,
@@ -285,21 +283,6 @@ func (p *agentParts) buildEndpoint(f *agentFlags, cfg *alpmdb.Config, figures *e
 	p.web = boundedServer(p.ep.ServeHTTP, p.agent.Busy, p.log)
 	p.log.Info("mirror endpoint", "addr", p.webLn.Addr().String(), "mirrors", len(mirrors), "indexes", len(f.indexes))
 	return nil
-}
-
-// elsewhere says whether a mirror of the list is not on loopback (nor a file:// one).
-func elsewhere(mirrors []string) bool {
-	for _, m := range mirrors {
-		u, err := url.Parse(m)
-		if err != nil || u.Scheme == "file" {
-			continue
-		}
-		h := u.Hostname()
-		if a, err := netip.ParseAddr(h); h != "localhost" && (err != nil || !a.Unmap().IsLoopback()) {
-			return true
-		}
-	}
-	return false
 }
 
 // run starts every part under one group and returns when the agent stops (idle exit, SIGTERM, a part

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/pacman-ipfs/pacman-ipfs/seeder/endpoint"
 )
 
 // The packaged unit's IPAddressDeny=any drops every packet to an address other than loopback: a
@@ -25,10 +27,25 @@ const forbiddenWhy = "pacman-ipfs.service forbids the network (IPAddressDeny=): 
 // under a millisecond when nothing drops it.
 const probeTimeout = 300 * time.Millisecond
 
-// networkForbidden says whether this process may reach loopback only. It asks this machine's own
-// address on the way to mirrors (ownAddress); with none, it cannot tell and says no.
-func networkForbidden(ctx context.Context, mirrors []string) bool {
-	own, ok := ownAddress(mirrors)
+// remoteHosts are the hosts of the mirrors that are not on this machine's loopback (file:// ones aside).
+func remoteHosts(mirrors []string) []string {
+	var hosts []string
+	for _, m := range mirrors {
+		if u, err := url.Parse(m); err == nil && u.Scheme != "file" && !endpoint.LoopbackHost(u.Host) {
+			hosts = append(hosts, u.Hostname())
+		}
+	}
+	return hosts
+}
+
+// networkForbidden says whether this process may reach loopback only, when it needs more: hosts are
+// the mirrors elsewhere (none: it does not ask). It asks this machine's own address on the way to them
+// (ownAddress); with none, it cannot tell and says no.
+func networkForbidden(ctx context.Context, hosts []string) bool {
+	if len(hosts) == 0 {
+		return false
+	}
+	own, ok := ownAddress(hosts)
 	if !ok {
 		return false
 	}
@@ -46,13 +63,11 @@ func networkForbidden(ctx context.Context, mirrors []string) bool {
 // ownAddress is the address this machine would send from to TEST-NET-1 (the default route), or else to
 // a mirror named by its address. A UDP socket's connect only picks the route: no packet is sent, no
 // name is resolved, and it needs no netlink (which the unit's RestrictAddressFamilies= refuses).
-func ownAddress(mirrors []string) (netip.Addr, bool) {
+func ownAddress(hosts []string) (netip.Addr, bool) {
 	targets := []string{"192.0.2.1"}
-	for _, m := range mirrors {
-		if u, err := url.Parse(m); err == nil {
-			if a, err := netip.ParseAddr(u.Hostname()); err == nil && !a.IsLoopback() {
-				targets = append(targets, a.String())
-			}
+	for _, h := range hosts {
+		if a, err := netip.ParseAddr(h); err == nil {
+			targets = append(targets, a.String())
 		}
 	}
 	for _, t := range targets {

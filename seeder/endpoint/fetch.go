@@ -298,10 +298,8 @@ func (s *Server) upstream(ctx context.Context, method, u string, r *http.Request
 	if err != nil {
 		return nil, err
 	}
-	if s.opts.Forbidden != nil && !loopbackHost(hr.URL.Host) {
-		if why := s.opts.Forbidden(); why != "" {
-			return nil, fmt.Errorf("%s: %s", hr.URL.Host, why)
-		}
+	if s.opts.Forbidden != "" && !LoopbackHost(hr.URL.Host) {
+		return nil, fmt.Errorf("%s: %s", hr.URL.Host, s.opts.Forbidden)
 	}
 	if r != nil {
 		for _, h := range []string{"If-Modified-Since", "If-None-Match", "Range", "User-Agent"} {

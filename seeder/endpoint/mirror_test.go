@@ -797,7 +797,7 @@ func TestForbiddenMirrorFailsAtOnce(t *testing.T) {
 	s := newSetupWith(t, func(o *Options) {
 		// 192.0.2.1 (TEST-NET-1) answers nothing: without Forbidden these requests would hang.
 		o.Mirrors = append([]string{"http://192.0.2.1/$repo/os/$arch"}, o.Mirrors...)
-		o.Forbidden = func() string { return why }
+		o.Forbidden = why
 	})
 	code, body, took, _ := s.get(t, "/core/os/x86_64/small-1-1-x86_64.pkg.tar.zst")
 	if code != http.StatusBadGateway || !strings.Contains(string(body), why) || !strings.Contains(string(body), "192.0.2.1") {

@@ -38,10 +38,10 @@ type Options struct {
 	Node    Fetcher
 	// Mirrors are Server templates ($repo, $arch), tried in order.
 	Mirrors []string
-	// Forbidden, when set and saying why, means this process may reach loopback only (the packaged
-	// unit's IPAddressDeny=any, which drops packets, so a connection would hang until pacman gives up):
-	// a mirror elsewhere fails at once, with that reason.
-	Forbidden func() string
+	// Forbidden, when it says why, means this process may reach loopback only (the packaged unit's
+	// IPAddressDeny=any, which drops packets, so a connection would hang until pacman gives up): a
+	// mirror elsewhere fails at once, with that reason.
+	Forbidden string
 	// Metrics are the endpoint's figures; default: its own. AgentMetrics, when set, adds to what
 	// /metrics answers (the agent's own figures).
 	Metrics      *Metrics
@@ -176,7 +176,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Everything here is for this machine: a web page that got its name to resolve to 127.0.0.1 (DNS
 	// rebinding) must not learn through the visitor's browser what it seeds (a 200 or a 404 for a
 	// package says as much as the status page), nor who its neighbours are.
-	if !loopbackHost(r.Host) {
+	if !LoopbackHost(r.Host) {
 		http.Error(w, "only for Host: 127.0.0.1, [::1] or localhost", http.StatusMisdirectedRequest)
 		return
 	}
@@ -220,8 +220,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// loopbackHost says whether a Host header names this machine: a loopback address or localhost.
-func loopbackHost(host string) bool {
+// LoopbackHost says whether host (a Host header, or a URL's host, with or without a port) names this
+// machine: a loopback address or localhost.
+func LoopbackHost(host string) bool {
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
