@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/pacman-ipfs/pacman-ipfs/seeder/node"
 )
@@ -137,19 +138,17 @@ func (r *Refresher) Refresh(ctx context.Context) {
 		return
 	}
 	dirs := r.dirs()
-	sem := make(chan struct{}, parallel)
-	var wg sync.WaitGroup
+	var g errgroup.Group
+	g.SetLimit(parallel)
 	for _, root := range roots {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
+		g.Go(func() error {
 			rctx, cancel := context.WithTimeout(ctx, r.RootTimeout)
 			defer cancel()
-			r.refreshRoot(rctx, n, root, dirs)
-		}()
+			r.refreshRoot(rctx, n, root, dirs) // a root that fails keeps its error in its listing
+			return nil
+		})
 	}
-	wg.Wait()
+	_ = g.Wait()
 }
 
 // due says whether root must be resolved now: never tried, failed or mutable and last tried Every ago;

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
+	"golang.org/x/sync/errgroup"
 )
 
 // Node is what the exchange needs of the IPFS node (kubo's RPC API).
@@ -186,13 +187,10 @@ func (x *Exchange) lookUp(ctx context.Context, n Node, probe func(context.Contex
 	var mu sync.Mutex
 	found := map[string]string{}
 	var agents []string
-	sem := make(chan struct{}, lookUpParallel)
-	var wg sync.WaitGroup
+	var g errgroup.Group
+	g.SetLimit(lookUpParallel)
 	for _, p := range peers {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
+		g.Go(func() error {
 			agent := x.isAgent(ctx, n, probe, p)
 			rctx, cancel := context.WithTimeout(ctx, x.resolveTimeout)
 			c, err := n.Resolve(rctx, "/ipns/"+p)
@@ -205,9 +203,10 @@ func (x *Exchange) lookUp(ctx context.Context, n Node, probe func(context.Contex
 			if err == nil {
 				found[p] = "/ipfs/" + c.String()
 			} // else it publishes nothing (yet), or is not pacman-ipfs at all
-		}()
+			return nil
+		})
 	}
-	wg.Wait()
+	_ = g.Wait() // nothing fails the round: a peer that does not answer is simply not found
 	return found, agents
 }
 
