@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -164,19 +165,50 @@ func Load(ctx context.Context, cfg *Config) (ix *Index, err error) {
 	return ix, err
 }
 
-// withHandle runs fn with a libalpm handle on cfg's root and dbpath, under alpmMu.
+// withHandle runs fn with a libalpm handle on cfg's root and dbpath (newHandle), under alpmMu.
 func withHandle(ctx context.Context, cfg *Config, fn func(*alpm.Handle) error) error {
 	alpmMu.Lock()
 	defer alpmMu.Unlock()
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	h, err := alpm.Initialize(cfg.RootDir, cfg.DBPath)
+	h, release, err := newHandle(cfg)
 	if err != nil {
-		return fmt.Errorf("libalpm init (root %s, dbpath %s): %w", cfg.RootDir, cfg.DBPath, err)
+		return err
 	}
-	defer func() { _ = h.Release() }() // a read-only handle: nothing to do about a failed release
+	defer release()
 	return fn(h)
+}
+
+// newHandle returns a libalpm handle on cfg's root that reads cfg's sync and local dbs, and its release.
+// libalpm is never handed pacman's dbpath itself: it creates <dbpath>/local when that is missing, and
+// writes a version file into an empty one, so a handle there would write pacman's files, and race pacman
+// creating them on a fresh root ("could not create database"). It gets a dbpath of this process's own
+// instead, whose sync, and local once pacman has made it, are links to pacman's.
+func newHandle(cfg *Config) (*alpm.Handle, func(), error) {
+	dbpath, err := os.MkdirTemp("", "pacman-ipfs-dbpath-*")
+	if err != nil {
+		return nil, nil, fmt.Errorf("libalpm's dbpath: %w", err)
+	}
+	for _, sub := range []string{"sync", "local"} {
+		real := filepath.Join(cfg.DBPath, sub)
+		if _, err := os.Stat(filepath.Join(real, "ALPM_DB_VERSION")); sub == "local" && err != nil {
+			continue // no local db pacman made: libalpm makes an empty one here
+		}
+		if err := os.Symlink(real, filepath.Join(dbpath, sub)); err != nil {
+			os.RemoveAll(dbpath)
+			return nil, nil, fmt.Errorf("libalpm's dbpath: %w", err)
+		}
+	}
+	h, err := alpm.Initialize(cfg.RootDir, dbpath+"/")
+	if err != nil {
+		os.RemoveAll(dbpath)
+		return nil, nil, fmt.Errorf("libalpm init (root %s, dbpath %s): %w", cfg.RootDir, cfg.DBPath, err)
+	}
+	return h, func() {
+		_ = h.Release() // a read-only handle: nothing to do about a failed release
+		os.RemoveAll(dbpath)
+	}, nil
 }
 
 func load(ctx context.Context, cfg *Config, h *alpm.Handle) (*Index, error) {
@@ -299,11 +331,11 @@ func collectLog(ctx interface{}, lvl alpm.LogLevel, msg string) {
 // The callback must be a top-level func: go-alpm hands a pointer to it to C, and a closure would carry
 // Go pointers there (cgocheck rejects that). Its state travels in go-alpm's context instead.
 func whyUnreadable(cfg *Config, repo string) []string {
-	h, err := alpm.Initialize(cfg.RootDir, cfg.DBPath)
+	h, release, err := newHandle(cfg)
 	if err != nil {
 		return []string{err.Error()}
 	}
-	defer func() { _ = h.Release() }()
+	defer release()
 	var logged []string
 	h.SetLogCallback(collectLog, &logged)
 	db, err := h.RegisterSyncDB(repo, 0)

@@ -612,3 +612,31 @@ func sha256FromHex(t *testing.T, s string) [32]byte {
 	copy(sum[:], b)
 	return sum
 }
+
+// libalpm creates <dbpath>/local when it is missing and writes a version file into an empty one: Load and
+// Upgrades never hand it pacman's dbpath, so neither writes anything there (and neither races pacman
+// creating its local db on a fresh root), whether pacman has made its local db or not.
+func TestLoadWritesNothingOfPacmans(t *testing.T) {
+	requireIntegration(t)
+	core := alpmtest.MakeRepo(t, "core", corePkgs...)
+	for _, local := range []string{"missing", "empty"} {
+		t.Run(local, func(t *testing.T) {
+			dbpath := t.TempDir()
+			alpmtest.CopyFile(t, core.DB, filepath.Join(dbpath, "sync", "core.db"), 0o644)
+			if local == "empty" {
+				if err := os.Mkdir(filepath.Join(dbpath, "local"), 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cfg := &alpmdb.Config{Path: "test.conf", RootDir: "/", DBPath: dbpath + "/", Repos: []alpmdb.Repo{{Name: "core"}}}
+			before := snapshot(t, dbpath)
+			checkRepo(t, load(t, cfg), core, corePkgs)
+			if files, err := alpmdb.Upgrades(context.Background(), cfg); err != nil || len(files) != 0 {
+				t.Errorf("Upgrades with nothing installed: %v, %v", files, err)
+			}
+			if diff := before.diff(snapshot(t, dbpath)); diff != "" {
+				t.Errorf("Load and Upgrades changed pacman's dbpath:\n%s", diff)
+			}
+		})
+	}
+}
